@@ -1,0 +1,34 @@
+# convkit: `make demo` trains the lecture's MNIST MLP; `make test` runs the tests.
+# Both set everything up first (a .venv with convkit installed editable, torch pinned).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Use the shared copy of the datasets when it sits beside the checkout.
+ifneq ($(wildcard ../shared/data),)
+export CONVKIT_DATA ?= $(abspath ../shared/data)
+endif
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/convkit train mnist-mlp
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

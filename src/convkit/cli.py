@@ -1,0 +1,389 @@
+"""The command line: `convkit <verb>`. Thin front ends over the Python API."""
+
+from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()  # before the heavy imports: `seconds` counts the whole command
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+from convkit.errors import ConvkitError  # noqa: E402
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected C,H,W as three positive integers, received {text!r}"
+        )
+    return dims  # type: ignore[return-value]
+
+
+def _emit_json(obj: Any) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from convkit.data import get_dataset_spec, list_datasets, load_dataset, locate
+
+    if args.action == "list":
+        rows = []
+        for name in list_datasets():
+            spec = get_dataset_spec(name)
+            res = locate(spec, args.data_dir)
+            where = (
+                str(next(iter(res.paths.values())).parent)
+                if not res.missing
+                else f"{len(res.missing)} of {len(spec.files)} files missing"
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "title": spec.title,
+                    "image_shape": list(spec.image_shape),
+                    "classes": len(spec.classes),
+                    "train": spec.train_size,
+                    "test": spec.test_size,
+                    "available": not res.missing,
+                    "where": where,
+                }
+            )
+        if args.json:
+            _emit_json(rows)
+        for r in rows if not args.json else []:
+            shape = "x".join(map(str, r["image_shape"]))
+            print(
+                f"{r['name']:<15} {r['title']:<40} {shape:<8} {r['train']:>6,} train "
+                f"{r['test']:>6,} test  {r['where']}"
+            )
+        return 0
+    if args.action == "check":
+        names = [args.name] if args.name else list_datasets()
+        ok = True
+        report = []
+        for name in names:
+            spec = get_dataset_spec(name)
+            res = locate(spec, args.data_dir)
+            files = [
+                {
+                    "file": f.name,
+                    "path": str(res.paths.get(f.name) or ""),
+                    "ok": f.name in res.paths,
+                }
+                for f in spec.files
+            ]
+            rejected = [{"path": str(p), "problem": why} for p, why in res.rejected]
+            report.append(
+                {
+                    "name": name,
+                    "ok": not res.missing,
+                    "files": files,
+                    "rejected": rejected,
+                    "searched": [str(folder) for folder, _ in res.searched],
+                }
+            )
+            # A named dataset must be complete; checking all, a dataset never downloaded is fine,
+            # but a corrupt file anywhere is a failure.
+            ok &= not res.missing if args.name else not res.rejected
+            if not args.json:
+                print(f"{name}: {'ok' if not res.missing else 'INCOMPLETE'}")
+                for f in files:
+                    print(
+                        f"  {'ok     ' if f['ok'] else 'missing'} {f['file']}  {f['path']}".rstrip()
+                    )
+                for r in rejected:
+                    print(f"  refused {r['path']}: {r['problem']}")
+                if res.missing:
+                    print(f"  searched: {', '.join(report[-1]['searched'])}")
+                    print(f"  fix: `convkit data download {name}`, or place the files by hand")
+        if args.json:
+            _emit_json(report)
+        return 0 if ok else 1
+    # download
+    data = load_dataset(args.name, args.data_dir)
+    print(f"{args.name}: verified, {len(data.train):,} train and {len(data.test):,} test images")
+    for path in data.files.values():
+        print(f"  {path}")
+    return 0
+
+
+# ---- models and summary -------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from convkit.models import create_model, list_models, model_info
+
+    rows = []
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        params = sum(p.numel() for p in create_model(name).parameters())
+        rows.append(
+            {
+                "name": name,
+                "family": info.family,
+                "params": params,
+                "input_shape": list(info.input_shape),
+                "num_classes": info.num_classes,
+                "description": info.description,
+            }
+        )
+    if args.json:
+        _emit_json(rows)
+        return 0
+    for r in rows:
+        shape = "x".join(map(str, r["input_shape"]))
+        print(f"{r['name']:<14} {r['family']:<8} {r['params']:>12,}  {shape:<9} {r['description']}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from convkit.inspect import print_summary, summarize
+    from convkit.models import create_model, model_info
+
+    info = model_info(args.model)
+    c, h, w = args.input_shape or info.input_shape
+    model = create_model(args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w))
+    summary = summarize(model, (c, h, w), args.model)
+    if args.json:
+        _emit_json(summary.to_dict())
+    else:
+        print_summary(summary)
+    return 0
+
+
+# ---- train and evaluate -------------------------------------------------------------------------
+
+
+def _add_setting_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    from convkit.train import TrainConfig
+
+    group = p.add_argument_group(
+        "settings (defaults < recipe < --config file < these flags; shown: the recipe's values)"
+    )
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "recipe":
+            continue
+        kind = type(f.default)
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            default=None,
+            choices=f.metadata.get("choices"),
+            metavar=None if f.metadata.get("choices") else "X",
+            help=f"{f.metadata['help']} (default: {defaults.get(f.name, f.default)})",
+        )
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from convkit.train import RECIPES
+
+    rows = [
+        {
+            "name": r.name,
+            "description": r.description,
+            "target": r.target,
+            "settings": r.config().to_dict(),
+        }
+        for r in RECIPES.values()
+    ]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    for r in rows:
+        print(f"{r['name']}: {r['description']}\n  target: {r['target']}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from convkit.train import TrainConfig, get_recipe, resume, train
+    from convkit.train.config import read_config_file
+    from convkit.train.progress import Progress
+
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "recipe" and getattr(args, f.name, None) is not None
+    }
+    # With --json, stdout carries only the JSON object; the human-readable lines go to stderr.
+    progress = Progress(sys.stderr if args.json else sys.stdout, enabled=not args.quiet)
+    try:
+        if args.resume:
+            if args.recipe or args.config:
+                raise ConvkitError(
+                    "--resume continues a run with its saved config; give no "
+                    "RECIPE or --config with it"
+                )
+            result = resume(
+                args.resume,
+                overrides,
+                data_dir=args.data_dir,
+                download=not args.no_download,
+                progress=progress,
+                started=_STARTED,
+            )
+        else:
+            if not args.recipe and not args.config:
+                raise ConvkitError("name a RECIPE (see `convkit recipes`) or give --config FILE")
+            cfg = get_recipe(args.recipe).config() if args.recipe else TrainConfig()
+            if args.config:
+                cfg = cfg.merged(read_config_file(args.config), args.config)
+            cfg = cfg.merged(overrides, "command line")
+            result = train(
+                cfg,
+                out=args.out,
+                data_dir=args.data_dir,
+                download=not args.no_download,
+                progress=progress,
+                started=_STARTED,
+            )
+    except KeyboardInterrupt:
+        print(
+            "\nInterrupted. Every finished epoch is saved: continue with "
+            "`convkit train --resume RUN_DIR`.",
+            file=sys.stderr,
+        )
+        return 130
+    if args.json:
+        _emit_json(result)
+    else:
+        print(
+            f"Run folder: {result['run_dir']} (train {result['train_seconds']:.1f}s, "
+            f"total {result['seconds']:.1f}s)"
+        )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from convkit.train import evaluate_run
+
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    result = evaluate_run(
+        args.run, data_dir=args.data_dir, download=not args.no_download, started=_STARTED, log=log
+    )
+    if args.json:
+        _emit_json(result)
+    else:
+        print(f"{result['model']} on {result['dataset']} test set: loss {result['test_loss']:.4f}")
+        print(f"Test accuracy: {100 * result['test_accuracy']:.4f}%")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+
+
+def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convkit", description="Train, understand and use image classifiers."
+    )
+    from convkit import __version__
+
+    parser.add_argument("--version", action="version", version=f"convkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_dir_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            help="folder searched first for datasets (then $CONVKIT_DATA, "
+            "then the user cache); downloads go here when given",
+        )
+
+    p = sub.add_parser("data", help="list, check and download datasets")
+    p.set_defaults(func=cmd_data)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("list", help="declared datasets and where their files are")
+    a.add_argument("--json", action="store_true")
+    data_dir_flag(a)
+    a = actions.add_parser("check", help="verify the files of one or all datasets")
+    a.add_argument("name", nargs="?")
+    a.add_argument("--json", action="store_true")
+    data_dir_flag(a)
+    a = actions.add_parser("download", help="fetch a dataset from its mirrors (verified)")
+    a.add_argument("name")
+    data_dir_flag(a)
+
+    p = sub.add_parser("models", help="registered models with their parameter counts")
+    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'mnist-*'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="layer-by-layer output shapes and parameters of a model")
+    p.add_argument("model")
+    p.add_argument(
+        "--input-shape", type=_shape, metavar="C,H,W", help="input size (default: the model's)"
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("recipes", help="the training recipes and what they reach")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_recipes)
+
+    defaults: dict[str, Any] = {}
+    if recipe:
+        from convkit.train import RECIPES
+
+        if recipe in RECIPES:
+            defaults = RECIPES[recipe].config().to_dict()
+    p = sub.add_parser(
+        "train",
+        help="train a recipe into a run folder",
+        description="Train RECIPE into a run folder; every setting can be overridden.",
+    )
+    p.add_argument("recipe", nargs="?", help="recipe name (see `convkit recipes`)")
+    p.add_argument("--config", help="TOML or JSON file of settings, applied over the recipe")
+    p.add_argument("--out", help="run folder (default: runs/<recipe>-<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON result object on stdout (progress goes to stderr)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-download", action="store_true", help="never download missing data")
+    data_dir_flag(p)
+    _add_setting_flags(p, defaults)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-download", action="store_true")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Two-stage parsing: `convkit train RECIPE --help` shows that recipe's values as defaults.
+    recipe = (
+        next((a for a in argv[1:] if not a.startswith("-")), None)
+        if argv[:1] == ["train"]
+        else None
+    )
+    args = build_parser(recipe).parse_args(argv)
+    try:
+        return args.func(args)
+    except ConvkitError as exc:
+        print(f"convkit: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

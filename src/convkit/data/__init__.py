@@ -1,0 +1,48 @@
+"""Datasets: declared files and mirrors, verified sources, parsers, in-memory batching."""
+
+from __future__ import annotations
+
+import os
+
+from convkit.data.arrays import Batches, Dataset, Split, holdout_split, to_categorical, to_float
+from convkit.data.catalog import (
+    DatasetSpec,
+    FileSpec,
+    get_dataset_spec,
+    list_datasets,
+    register_dataset,
+)
+from convkit.data.formats import FORMATS
+from convkit.data.sources import Log, _stderr, locate, resolve, search_roots
+
+
+def load_dataset(
+    dataset: str | DatasetSpec,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    log: Log = _stderr,
+) -> Dataset:
+    """Find (or download), verify and parse a dataset into uint8 tensors in memory."""
+    spec = get_dataset_spec(dataset) if isinstance(dataset, str) else dataset
+    paths = resolve(spec, data_dir, download=download, log=log)
+    train, test = FORMATS[spec.format](spec, paths)
+    return Dataset(spec, train, test, paths)
+
+
+__all__ = [
+    "Batches",
+    "Dataset",
+    "DatasetSpec",
+    "FileSpec",
+    "Split",
+    "get_dataset_spec",
+    "holdout_split",
+    "list_datasets",
+    "load_dataset",
+    "locate",
+    "register_dataset",
+    "search_roots",
+    "to_categorical",
+    "to_float",
+]

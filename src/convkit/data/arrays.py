@@ -1,0 +1,116 @@
+"""Datasets in memory: uint8 image tensors, batched by indexing, converted to float per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convkit.data.catalog import DatasetSpec
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images (N, C, H, W) uint8 and labels (N,) int64, kept as they are stored: 1 byte a pixel."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or len(self.images) != len(self.labels):
+            raise ValueError(
+                f"expected images (N, C, H, W) and labels (N,), received "
+                f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: slice | torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray) -> Split:
+        return cls(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    spec: DatasetSpec
+    train: Split
+    test: Split
+    files: dict[str, Path]  # file name -> the verified file it was read from
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+
+def holdout_split(split: Split, fraction: float) -> tuple[Split, Split]:
+    """(train, validation): the last `fraction` of the samples held out, as Keras's validation_split."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"expected 0 <= val_split < 1, received val_split={fraction}")
+    n_val = int(round(len(split) * fraction))
+    cut = len(split) - n_val
+    return split[:cut], split[cut:]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (N, C, H, W) -> float32 in [0, 1], as the lecture's x / 255."""
+    return images.to(torch.float32).mul_(1.0 / 255.0)
+
+
+class Batches:
+    """One pass over a split in batches of `batch_size`, shuffled by `generator` when asked.
+
+    Batches are made by indexing the in-memory tensors; there is no per-sample Python. The last
+    batch is smaller when the split does not divide evenly (as Keras does), unless `drop_last`.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"expected batch_size >= 1, received batch_size={batch_size}")
+        self.split, self.batch_size = split, batch_size
+        self.shuffle, self.generator, self.drop_last = shuffle, generator, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.split)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
+            if order is None:
+                x, y = self.split.images[sl], self.split.labels[sl]
+            else:
+                idx = order[sl]
+                x, y = self.split.images[idx], self.split.labels[idx]
+            yield to_float(x), y
+
+
+def to_categorical(
+    labels: Sequence[int] | np.ndarray | torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """One-hot encode integer labels (N,) -> (N, num_classes) float32, as Keras's to_categorical."""
+    labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"expected integer class labels, received dtype {labels.dtype}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"expected labels in 0..{num_classes - 1}, received values from "
+            f"{int(labels.min())} to {int(labels.max())}"
+        )
+    return torch.nn.functional.one_hot(labels.long(), num_classes).to(torch.float32)

@@ -1,0 +1,95 @@
+"""Shared fixtures: fake datasets in the real formats, isolation from the network and the user's
+cache, and the real datasets for end-to-end tests (skipped where absent, required under CI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convkit.data.catalog import MNIST, DatasetSpec, FileSpec
+
+REPO = Path(__file__).resolve().parents[1]
+# Read before any fixture touches the environment: where the real datasets are.
+_REAL_ROOTS = [Path(p) for p in os.environ.get("CONVKIT_DATA", "").split(os.pathsep) if p.strip()]
+_REAL_ROOTS.append(REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """No test reads the user's cache or CONVKIT_DATA, and none downloads unless it says so."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("CONVKIT_DATA", raising=False)
+    monkeypatch.setenv("CONVKIT_OFFLINE", "1")
+
+
+def _real_root(name: str, probe: str) -> Path:
+    for root in _REAL_ROOTS:
+        if (root / name / probe).is_file():
+            return root
+    where = ", ".join(str(r) for r in _REAL_ROOTS)
+    msg = (
+        f"real {name} not found (looked in {where}); set CONVKIT_DATA to the folder holding {name}/"
+    )
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"under CI the real datasets are required: {msg}")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """A data root holding the real MNIST files."""
+    return _real_root("mnist", "train-images-idx3-ubyte.gz")
+
+
+# ---- fake IDX files -----------------------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray, code: int = 0x08, magic: int | None = None) -> bytes:
+    """Serialize `array` as IDX: two zero bytes, dtype code, ndim, big-endian dims, data."""
+    header = (magic if magic is not None else (code << 8) | array.ndim).to_bytes(4, "big")
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + dims + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write(path: Path, data: bytes, gz: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+def fake_mnist_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+
+
+def file_spec(path: Path) -> FileSpec:
+    data = path.read_bytes()
+    return FileSpec(
+        path.name, len(data), hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+    )
+
+
+def make_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, **spec_changes) -> DatasetSpec:
+    """Write four small MNIST-format files under root/<folder>/; return a spec that declares them."""
+    folder = spec_changes.get("folder", "fake-mnist")
+    files = []
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = fake_mnist_arrays(n, seed)
+        files.append(write(root / folder / f"{prefix}-images-idx3-ubyte.gz", idx_bytes(images)))
+        files.append(write(root / folder / f"{prefix}-labels-idx1-ubyte.gz", idx_bytes(labels)))
+    changes = dict(
+        name="fake-mnist",
+        folder=folder,
+        files=tuple(file_spec(f) for f in files),
+        train_size=n_train,
+        test_size=n_test,
+        mirrors=("http://127.0.0.1:9/",),
+    )
+    changes.update(spec_changes)
+    return dataclasses.replace(MNIST, **changes)

@@ -1,0 +1,81 @@
+"""Settings: layering, validation with the offending value named, and config files."""
+
+from __future__ import annotations
+
+import pytest
+
+from convkit.errors import ConfigError
+from convkit.train import RECIPES, TrainConfig, get_recipe
+from convkit.train.config import read_config_file
+
+
+def test_recipe_sets_the_lecture_settings():
+    cfg = get_recipe("mnist-mlp").config()
+    assert (
+        cfg.model,
+        cfg.dataset,
+        cfg.optimizer,
+        cfg.batch_size,
+        cfg.epochs,
+        cfg.val_split,
+        cfg.keep,
+    ) == ("mnist-mlp", "mnist", "adam", 128, 10, 0.2, "best")
+
+
+def test_layering_recipe_file_command_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("epochs = 3\nlr = 0.01\n")
+    cfg = get_recipe("mnist-mlp").config().merged(read_config_file(path), str(path))
+    cfg = cfg.merged({"lr": 0.5}, "command line")
+    assert (cfg.epochs, cfg.lr, cfg.batch_size) == (3, 0.5, 128)
+
+
+def test_json_config_and_int_for_float(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"lr": 1, "seed": 4}')
+    cfg = TrainConfig().merged(read_config_file(path), str(path))
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.seed == 4
+
+
+def test_unknown_setting_names_file_and_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("epoch = 3\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown setting 'epoch'; settings are: recipe"):
+        TrainConfig().merged(read_config_file(path), str(path))
+
+
+def test_bad_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("epochs = = 3\n")
+    with pytest.raises(ConfigError, match=r"c.toml: not valid toml"):
+        read_config_file(path)
+    with pytest.raises(ConfigError, match=r"cannot read config file .*missing.toml"):
+        read_config_file(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"epochs": 0}, r"expected epochs >= 1, received epochs=0"),
+        (
+            {"optimizer": "adagrad"},
+            r"expected optimizer in adam, adamw, sgd, rmsprop, "
+            r"received optimizer='adagrad'",
+        ),
+        ({"val_split": 1.5}, r"received val_split=1.5"),
+        ({"lr": 0.0}, r"expected lr > 0, received lr=0.0"),
+        ({"val_split": 0.0}, r"keep=best needs a validation split"),
+        ({"epochs": "ten"}, r"expected epochs to be int, received 'ten'"),
+        ({"epochs": True}, r"expected epochs to be int, received True"),
+    ],
+)
+def test_invalid_settings_are_named(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig().merged(changes, "test")
+
+
+def test_every_recipe_builds():
+    for name in RECIPES:
+        assert get_recipe(name).config().recipe == name
+    with pytest.raises(ConfigError, match="unknown recipe 'mnist'; recipes: mnist-mlp"):
+        get_recipe("mnist")

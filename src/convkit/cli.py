@@ -166,6 +166,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 # ---- train and evaluate -------------------------------------------------------------------------
 
 
+_METAVARS = {int: "N", float: "X", str: "NAME"}
+
+
 def _add_setting_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     from convkit.train import TrainConfig
 
@@ -182,7 +185,7 @@ def _add_setting_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
             type=kind,
             default=None,
             choices=f.metadata.get("choices"),
-            metavar=None if f.metadata.get("choices") else "X",
+            metavar=None if f.metadata.get("choices") else _METAVARS[kind],
             help=f"{f.metadata['help']} (default: {defaults.get(f.name, f.default)})",
         )
 

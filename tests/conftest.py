@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convkit.data.catalog import MNIST, DatasetSpec, FileSpec
+from convkit.data.catalog import MNIST, DatasetSpec, FileSpec, Source
 
 REPO = Path(__file__).resolve().parents[1]
 # Read before any fixture touches the environment: where the real datasets are.
@@ -85,11 +85,62 @@ def make_fake_mnist(root: Path, n_train: int = 60, n_test: int = 20, **spec_chan
         files.append(write(root / folder / f"{prefix}-labels-idx1-ubyte.gz", idx_bytes(labels)))
     changes = dict(
         name="fake-mnist",
-        folder=folder,
-        files=tuple(file_spec(f) for f in files),
+        sources=(Source(folder, "idx", tuple(file_spec(f) for f in files)),),
         train_size=n_train,
         test_size=n_test,
         mirrors=("http://127.0.0.1:9/",),
     )
-    changes.update(spec_changes)
+    changes.update({k: v for k, v in spec_changes.items() if k != "folder"})
     return dataclasses.replace(MNIST, **changes)
+
+
+@pytest.fixture(scope="session")
+def real_cifar() -> Path:
+    """A data root holding the real CIFAR-10 binary version."""
+    return _real_root("cifar-10", "cifar-10-batches-bin/test_batch.bin")
+
+
+# ---- fake CIFAR-10 files ------------------------------------------------------------------------
+
+CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def cifar_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n images (n, 3, 32, 32) uint8 and labels, distinct per seed."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8), rng.integers(
+        0, 10, n, dtype=np.uint8
+    )
+
+
+def cifar_bin_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """The official binary layout: per record 1 label byte, then the R, G and B planes."""
+    return np.concatenate([labels[:, None], images.reshape(len(images), -1)], axis=1).tobytes()
+
+
+def make_fake_cifar_bin(root: Path, n: int = 4, meta: str | None = None) -> Path:
+    folder = root / "cifar-10" / "cifar-10-batches-bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(CIFAR_BATCHES):
+        (folder / f"{name}.bin").write_bytes(cifar_bin_bytes(*cifar_arrays(n, i)))
+    from convkit.data.catalog import CIFAR10
+
+    (folder / "batches.meta.txt").write_text(
+        meta if meta is not None else "\n".join(CIFAR10.classes) + "\n\n"
+    )
+    return folder
+
+
+def fake_cifar_spec(folder: Path, n: int = 4, kind: str = "bin", **changes) -> DatasetSpec:
+    """CIFAR10's spec with sizes and checksums of the fake files in `folder`."""
+    from convkit.data.catalog import CIFAR10
+
+    source = CIFAR10.sources[0 if kind == "bin" else 1]
+    suffix = ".bin" if kind == "bin" else ""
+    files = tuple(file_spec(folder / f"{b}{suffix}") for b in CIFAR_BATCHES)
+    if kind == "py":
+        files += (file_spec(folder / "batches.meta"),)
+    source = dataclasses.replace(source, files=files, **changes)
+    return dataclasses.replace(
+        CIFAR10, name="fake-cifar", sources=(source,), train_size=5 * n, test_size=n
+    )

@@ -77,5 +77,7 @@ def test_invalid_settings_are_named(changes, message):
 def test_every_recipe_builds():
     for name in RECIPES:
         assert get_recipe(name).config().recipe == name
-    with pytest.raises(ConfigError, match="unknown recipe 'mnist'; recipes: mnist-mlp"):
+    with pytest.raises(
+        ConfigError, match="unknown recipe 'mnist'; recipes: cifar10-cnn, mnist-cnn, mnist-mlp"
+    ):
         get_recipe("mnist")

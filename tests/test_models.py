@@ -12,6 +12,8 @@ from convkit.models.layers import Dense, Dropout
 # Canonical parameter counts at the model's default input and 10 classes.
 CANONICAL = {
     "mnist-mlp": 669_706,  # the lecture's Keras summary
+    "cifar10-cnn": 528_054,  # the lecture's CIFAR-10 CNN (its Keras summary)
+    "mnist-cnn": 80_202,  # convkit's own design: 416 + 12,832 + 65,664 + 1,290
 }
 
 
@@ -53,12 +55,12 @@ def test_duplicate_registration_raises():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known models: mnist-mlp"):
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known models: cifar10-cnn"):
         create_model("resnet9000")
 
 
 def test_list_models_filters_by_pattern():
-    assert list_models("mnist-*") == ["mnist-mlp"]
+    assert list_models("mnist-*") == ["mnist-cnn", "mnist-mlp"]
     assert list_models("nothing-*") == []
 
 
@@ -83,3 +85,29 @@ def test_dense_uses_keras_initialisation():
     limit = (6 / (784 + 512)) ** 0.5  # glorot_uniform
     assert layer.weight.abs().max() <= limit and layer.weight.abs().max() > 0.95 * limit
     assert (layer.bias == 0).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_building_runs_no_dropout_and_leaves_training_mode(name, monkeypatch):
+    # A builder that measures shapes must not draw dropout masks from the random stream.
+    real, calls = torch.nn.functional.dropout, []
+
+    def spy(x, p=0.5, training=True, inplace=False):
+        calls.append(training)
+        return real(x, p, training, inplace)
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", spy)
+    model = create_model(name)
+    assert True not in calls
+    assert all(m.training for m in model.modules())
+
+
+def test_sizes_a_model_cannot_take_are_clear_errors():
+    with pytest.raises(
+        ConfigError,
+        match=r"model cifar10-cnn cannot take input shape "
+        r"\(C,H,W\)=\(3,4,4\) with num_classes=10",
+    ):
+        create_model("cifar10-cnn", input_size=(4, 4))
+    with pytest.raises(ConfigError, match=r"num_classes=0: expected units >= 1, received units=0"):
+        create_model("mnist-cnn", num_classes=0)

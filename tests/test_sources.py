@@ -105,7 +105,9 @@ def test_download_from_mirror_verifies_and_places_files(tmp_path, monkeypatch):
     data = load_dataset(spec, log=lambda m: None)
     assert len(data.train) == 60 and data.train.images.dtype == torch.uint8
     assert sorted(p.parent for p in data.files.values())[0] == cache_dir() / "fake-mnist"
-    assert sorted(os.listdir(cache_dir() / "fake-mnist")) == sorted(f.name for f in spec.files)
+    assert sorted(os.listdir(cache_dir() / "fake-mnist")) == sorted(
+        f.name for f in spec.sources[0].files
+    )
 
 
 def test_bad_mirror_is_refused_and_next_mirror_used(tmp_path, monkeypatch):
@@ -113,13 +115,13 @@ def test_bad_mirror_is_refused_and_next_mirror_used(tmp_path, monkeypatch):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     spec = make_fake_mnist(tmp_path / "origin")
-    for f in spec.files:  # same names, wrong bytes
+    for f in spec.sources[0].files:  # same names, wrong bytes
         (wrong / f.name).write_bytes(b"\0" * f.size)
     spec = dataclasses.replace(
         spec, mirrors=(wrong.as_uri() + "/", (tmp_path / "origin" / "fake-mnist").as_uri() + "/")
     )
     messages = []
-    paths = resolve(spec, tmp_path / "dest", log=messages.append)
+    _, paths = resolve(spec, tmp_path / "dest", log=messages.append)
     assert all(p.parent == tmp_path / "dest" / "fake-mnist" for p in paths.values())
     assert sum("downloaded file does not match: sha256" in m for m in messages) == 4
     assert not locate(spec, tmp_path / "dest").missing
@@ -130,7 +132,8 @@ def test_all_mirrors_failing_leaves_nothing_behind(tmp_path, monkeypatch):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     spec = make_fake_mnist(tmp_path / "origin")
-    (wrong / spec.files[0].name).write_bytes(b"x" * spec.files[0].size)
+    first = spec.sources[0].files[0]
+    (wrong / first.name).write_bytes(b"x" * first.size)
     spec = dataclasses.replace(spec, mirrors=(wrong.as_uri() + "/", "http://127.0.0.1:9/"))
     with pytest.raises(DataError) as err:
         resolve(spec, tmp_path / "dest", log=lambda m: None)

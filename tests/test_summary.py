@@ -14,7 +14,7 @@ from convkit.inspect import format_summary, summarize
 from convkit.models import create_model, list_models, model_info
 
 LECTURE_ROWS = [  # the lecture's Keras summary of the 512-512-10 MLP
-    ("flatten", "Flatten", (784,), 0),
+    ("flatten_1", "Flatten", (784,), 0),
     ("dense_1", "Dense", (512,), 401_920),
     ("dropout_1", "Dropout", (512,), 0),
     ("dense_2", "Dense", (512,), 262_656),

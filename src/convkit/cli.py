@@ -46,7 +46,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             where = (
                 str(next(iter(res.paths.values())).parent)
                 if not res.missing
-                else f"{len(res.missing)} of {len(spec.files)} files missing"
+                else f"{len(res.missing)} of {len(res.primary.source.files)} files missing"
             )
             rows.append(
                 {
@@ -82,7 +82,7 @@ def cmd_data(args: argparse.Namespace) -> int:
                     "path": str(res.paths.get(f.name) or ""),
                     "ok": f.name in res.paths,
                 }
-                for f in spec.files
+                for f in res.primary.source.files
             ]
             rejected = [{"path": str(p), "problem": why} for p, why in res.rejected]
             report.append(
@@ -160,6 +160,43 @@ def cmd_summary(args: argparse.Namespace) -> int:
         _emit_json(summary.to_dict())
     else:
         print_summary(summary)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from torch import nn
+
+    from convkit.inspect.arithmetic import explain, print_arithmetic
+    from convkit.models import create_model, model_info
+    from convkit.models.layers import Conv2D, MaxPool, keras_sequential
+
+    if args.model in ("conv", "pool"):
+        if args.input_shape is None:
+            raise ConvkitError(f"`convkit explain {args.model}` needs --input-shape C,H,W")
+        c, h, w = args.input_shape
+        padding = int(args.padding) if args.padding.isdigit() else args.padding
+        try:
+            if args.model == "conv":
+                layer: nn.Module = Conv2D(
+                    c, args.filters, args.kernel, args.stride, padding, dilation=args.dilation
+                )
+            else:
+                layer = MaxPool(args.kernel, args.stride, padding)
+        except ValueError as exc:
+            raise ConvkitError(str(exc)) from None
+        model, name = keras_sequential([layer]), f"one {args.model} layer"
+    else:
+        info = model_info(args.model)
+        c, h, w = args.input_shape or info.input_shape
+        model = create_model(
+            args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
+        )
+        name = args.model
+    arithmetic = explain(model, (c, h, w), name)
+    if args.json:
+        _emit_json(arithmetic.to_dict())
+    else:
+        print_arithmetic(arithmetic)
     return 0
 
 
@@ -330,6 +367,25 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser(
+        "explain",
+        help="conv arithmetic: shapes, padding, receptive fields, MACs per layer",
+        description="Conv arithmetic of a registered MODEL, or of one layer: `convkit explain conv "
+        "--input-shape 3,32,32 --filters 16 --kernel 2 --padding same` (or `explain pool`).",
+    )
+    p.add_argument("model", help="registered model, or `conv` / `pool` for a single layer")
+    p.add_argument(
+        "--input-shape", type=_shape, metavar="C,H,W", help="input size (default: the model's)"
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--filters", type=int, default=16, help="conv: output channels (default 16)")
+    p.add_argument("--kernel", type=int, default=3, help="conv/pool: window size (default 3)")
+    p.add_argument("--stride", type=int, default=1, help="conv/pool: step in pixels (default 1)")
+    p.add_argument("--dilation", type=int, default=1, help="conv: dilation (default 1)")
+    p.add_argument("--padding", default="valid", help="same, valid or pixels (default valid)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("recipes", help="the training recipes and what they reach")
     p.add_argument("--json", action="store_true")

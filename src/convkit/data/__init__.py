@@ -8,6 +8,7 @@ from convkit.data.arrays import Batches, Dataset, Split, holdout_split, to_categ
 from convkit.data.catalog import (
     DatasetSpec,
     FileSpec,
+    Source,
     get_dataset_spec,
     list_datasets,
     register_dataset,
@@ -25,8 +26,8 @@ def load_dataset(
 ) -> Dataset:
     """Find (or download), verify and parse a dataset into uint8 tensors in memory."""
     spec = get_dataset_spec(dataset) if isinstance(dataset, str) else dataset
-    paths = resolve(spec, data_dir, download=download, log=log)
-    train, test = FORMATS[spec.format](spec, paths)
+    source, paths = resolve(spec, data_dir, download=download, log=log)
+    train, test = FORMATS[source.format](spec, paths)
     return Dataset(spec, train, test, paths)
 
 
@@ -35,6 +36,7 @@ __all__ = [
     "Dataset",
     "DatasetSpec",
     "FileSpec",
+    "Source",
     "Split",
     "get_dataset_spec",
     "holdout_split",

@@ -1,9 +1,12 @@
-"""Where dataset files come from: search folders in order, verify checksums, download from mirrors.
+"""Where dataset files come from: search folders in order, verify checksums, unpack, download.
 
 Resolution order for every file: `--data-dir`, then each folder of `CONVKIT_DATA` (separated like
-PATH), then the user cache folder. Within a folder the files live in the dataset's sub-folder
-(`<folder>/mnist/train-images-idx3-ubyte.gz`). A file that fails its size or checksum is never
-used. Missing files are downloaded (unless offline) into `--data-dir` when given, else the cache.
+PATH), then the user cache folder. Within a data root a dataset's files live in its source's
+sub-folder (`<root>/mnist/train-images-idx3-ubyte.gz`). A file that fails its size or checksum is
+never used. A dataset may have several sources (CIFAR-10: binary or python version); the first
+complete one is used. Failing that, a verified archive found in a root is unpacked; failing that,
+missing files (or the first source's archive) are downloaded, unless offline, into `--data-dir`
+when given, else the cache.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convkit.data.catalog import DatasetSpec, FileSpec
+from convkit.data.archives import safe_extract
+from convkit.data.catalog import DatasetSpec, FileSpec, Source
 from convkit.errors import DataError
 from convkit.fileio import atomic_path
 
@@ -63,10 +67,10 @@ def file_digests(path: Path) -> tuple[str, str]:
 def verify_file(path: Path, spec: FileSpec) -> str | None:
     """None when `path` is exactly the published file, else what is wrong with it."""
     size = path.stat().st_size
-    if size != spec.size:
+    if spec.size is not None and size != spec.size:
         return f"size {size:,} bytes, expected {spec.size:,}"
     md5, sha = file_digests(path)
-    if sha != spec.sha256:
+    if spec.sha256 is not None and sha != spec.sha256:
         return f"sha256 {sha}, expected {spec.sha256}"
     if md5 != spec.md5:
         return f"md5 {md5}, expected {spec.md5}"
@@ -74,24 +78,54 @@ def verify_file(path: Path, spec: FileSpec) -> str | None:
 
 
 @dataclass
+class SourceResult:
+    """What was found of one source of a dataset."""
+
+    source: Source
+    paths: dict[str, Path] = field(default_factory=dict)  # file name -> verified path
+    rejected: list[tuple[Path, str]] = field(default_factory=list)  # (path, why refused)
+    searched: list[tuple[Path, str]] = field(default_factory=list)  # (folder, where from)
+
+    @property
+    def missing(self) -> list[FileSpec]:
+        return [f for f in self.source.files if f.name not in self.paths]
+
+
+@dataclass
 class Resolution:
     """Where each file of a dataset was found, and what was looked at and refused on the way."""
 
     spec: DatasetSpec
-    paths: dict[str, Path] = field(default_factory=dict)  # file name -> verified path
-    rejected: list[tuple[Path, str]] = field(default_factory=list)  # (path, why refused)
-    searched: list[tuple[Path, str]] = field(default_factory=list)  # (folder, where it came from)
+    results: list[SourceResult]
+
+    @property
+    def found(self) -> SourceResult | None:
+        return next((r for r in self.results if not r.missing), None)
+
+    @property
+    def primary(self) -> SourceResult:
+        return self.found or self.results[0]
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return self.primary.paths
 
     @property
     def missing(self) -> list[FileSpec]:
-        return [f for f in self.spec.files if f.name not in self.paths]
+        return self.primary.missing
+
+    @property
+    def searched(self) -> list[tuple[Path, str]]:
+        return self.primary.searched
+
+    @property
+    def rejected(self) -> list[tuple[Path, str]]:
+        return [r for res in self.results for r in res.rejected]
 
 
-def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Resolution:
-    """Find a verified copy of every file of `spec` in the search roots, without downloading."""
-    res = Resolution(spec)
-    res.searched = [(root / spec.folder, origin) for root, origin in search_roots(data_dir)]
-    for f in spec.files:
+def locate_source(source: Source, roots: list[tuple[Path, str]]) -> SourceResult:
+    res = SourceResult(source, searched=[(root / source.folder, o) for root, o in roots])
+    for f in source.files:
         for folder, _ in res.searched:
             candidate = folder / f.name
             if not candidate.is_file():
@@ -104,6 +138,17 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Reso
     return res
 
 
+def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Resolution:
+    """Find a verified copy of every file of each source of `spec`, without unpacking or fetching."""
+    roots = search_roots(data_dir)
+    results = []
+    for source in spec.sources:
+        results.append(locate_source(source, roots))
+        if not results[-1].missing:
+            break
+    return Resolution(spec, results)
+
+
 def download_file(
     spec: FileSpec, mirrors: tuple[str, ...], dest_dir: Path, log: Log = _stderr
 ) -> tuple[Path | None, list[str]]:
@@ -112,7 +157,8 @@ def download_file(
     dest = dest_dir / spec.name
     for mirror in mirrors:
         url = mirror + spec.name
-        log(f"downloading {url} ({spec.size:,} bytes)")
+        size = f"{spec.size:,} bytes" if spec.size else "size unknown"
+        log(f"downloading {url} ({size})")
         try:
             with atomic_path(dest) as tmp:
                 with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
@@ -129,34 +175,86 @@ def download_file(
     return None, failures
 
 
+def _writable(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def _unpack(source: Source, archive: Path, root: Path, fallback: Path, log: Log) -> None:
+    """Unpack `archive` beside itself (root/archive_folder), or under `fallback` if read-only."""
+    base = root if _writable(root / source.archive_folder) else fallback
+    dest = base / source.archive_folder
+    log(f"unpacking {archive} into {dest}")
+    safe_extract(archive, dest)
+
+
 def resolve(
     spec: DatasetSpec,
     data_dir: str | os.PathLike | None = None,
     *,
     download: bool = True,
     log: Log = _stderr,
-) -> dict[str, Path]:
-    """Paths of every verified file of `spec`, downloading the missing ones unless offline."""
+) -> tuple[Source, dict[str, Path]]:
+    """The source used and the verified path of each of its files; unpacks or downloads if needed."""
+    roots = search_roots(data_dir)
+    target = Path(data_dir).expanduser() if data_dir else cache_dir()  # where new files go
     res = locate(spec, data_dir)
+    if res.found:
+        return res.found.source, res.found.paths
+
+    # A verified archive already on disk: unpack it, then look again.
+    archive_rejected: list[tuple[Path, str]] = []
+    for source in spec.sources:
+        if source.archive is None:
+            continue
+        for root, _ in roots:
+            candidate = root / source.archive_folder / source.archive.name
+            if not candidate.is_file():
+                continue
+            problem = verify_file(candidate, source.archive)
+            if problem is not None:
+                archive_rejected.append((candidate, problem))
+                continue
+            _unpack(source, candidate, root, target, log)
+            found = locate_source(source, roots)
+            if not found.missing:
+                return source, found.paths
+
     failures: list[str] = []
-    if res.missing and download and not offline():
-        dest_dir = (Path(data_dir).expanduser() if data_dir else cache_dir()) / spec.folder
-        for f in res.missing:
-            path, errs = download_file(f, spec.mirrors, dest_dir, log)
-            failures += errs
-            if path is not None:
-                res.paths[f.name] = path
-    if res.missing:
-        raise DataError(missing_message(res, failures, tried_download=download and not offline()))
-    return res.paths
+    tried = download and not offline()
+    if tried:
+        for source in spec.sources:
+            if source.archive is not None:
+                path, errs = download_file(
+                    source.archive, spec.mirrors, target / source.archive_folder, log
+                )
+                failures += errs
+                if path is not None:
+                    _unpack(source, path, target, target, log)
+            else:
+                missing = locate_source(source, roots).missing
+                for f in missing:
+                    _, errs = download_file(f, spec.mirrors, target / source.folder, log)
+                    failures += errs
+            found = locate_source(source, roots)
+            if not found.missing:
+                return source, found.paths
+        res = locate(spec, data_dir)
+    res.results[0].rejected += archive_rejected
+    raise DataError(missing_message(res, failures, tried_download=tried))
 
 
 def missing_message(res: Resolution, failures: list[str], *, tried_download: bool) -> str:
-    spec = res.spec
-    names = ", ".join(f.name for f in res.missing)
-    lines = [f"{spec.name}: {len(res.missing)} of {len(spec.files)} files not found: {names}"]
+    spec, first = res.spec, res.results[0]
+    names = ", ".join(f.name for f in first.missing)
+    lines = [
+        f"{spec.name}: {len(first.missing)} of {len(first.source.files)} files not found: {names}"
+    ]
+    for other in spec.sources[1:]:
+        lines.append(f"  (or the {len(other.files)} files of {other.folder}/: none complete)")
     lines.append("Searched, in order:")
-    lines += [f"  {folder}  ({origin})" for folder, origin in res.searched]
+    lines += [f"  {folder}  ({origin})" for folder, origin in first.searched]
     if res.rejected:
         lines.append("Refused (failed verification, never used):")
         lines += [f"  {path}: {why}" for path, why in res.rejected]
@@ -165,9 +263,17 @@ def missing_message(res: Resolution, failures: list[str], *, tried_download: boo
         lines += [f"  {f}" for f in failures]
     elif not tried_download:
         lines.append("Downloads are off (offline: CONVKIT_OFFLINE is set or --no-download given).")
-    lines.append(
-        f"To place the files by hand: download {names} from {spec.mirrors[0]} "
-        f"(or {spec.homepage}) into {res.searched[0][0]} or any folder listed above, "
-        f"then run `convkit data check {spec.name}`."
-    )
+    home = first.searched[0][0]
+    if first.source.archive is not None:
+        where = home.parent if first.source.archive_folder else home
+        how = (
+            f"download {first.source.archive.name} from {spec.mirrors[0]} into {where}/ "
+            f"(it is verified and unpacked on first use), or put the unpacked files in {home}/"
+        )
+    else:
+        how = (
+            f"download {names} from {spec.mirrors[0]} (or {spec.homepage}) into {home} or any "
+            f"folder listed above"
+        )
+    lines.append(f"To place the files by hand: {how}; then run `convkit data check {spec.name}`.")
     return "\n".join(lines)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 
 from torch import nn
 
-from convkit.models.layers import Dense, Dropout, Flatten
+from convkit.models.layers import Dense, Dropout, Flatten, keras_sequential
 from convkit.models.registry import register
 
 
@@ -15,14 +14,13 @@ def mlp(
     in_features: int, hidden: tuple[int, ...], num_classes: int, dropout: float
 ) -> nn.Sequential:
     """Flatten -> [Dense(h, ReLU) -> Dropout] per hidden width -> Dense(num_classes), Keras-named."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=Flatten())
+    layers: list[nn.Module] = [Flatten()]
     width = in_features
-    for i, h in enumerate(hidden, start=1):
-        layers[f"dense_{i}"] = Dense(width, h, activation="relu")
-        layers[f"dropout_{i}"] = Dropout(dropout)
+    for h in hidden:
+        layers += [Dense(width, h, activation="relu"), Dropout(dropout)]
         width = h
-    layers[f"dense_{len(hidden) + 1}"] = Dense(width, num_classes)  # logits; softmax is in the loss
-    return nn.Sequential(layers)
+    layers.append(Dense(width, num_classes))  # logits; the softmax is in the loss
+    return keras_sequential(layers)
 
 
 @register(

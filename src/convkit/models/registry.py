@@ -70,9 +70,16 @@ def create_model(
     """Build model `name`; unspecified sizes take the model's defaults (its `ModelInfo`)."""
     info = model_info(name)
     c, h, w = info.input_shape
-    return info.builder(
+    sizes = dict(
         num_classes=info.num_classes if num_classes is None else num_classes,
         in_channels=c if in_channels is None else in_channels,
         input_size=(h, w) if input_size is None else tuple(input_size),
-        **kwargs,
     )
+    try:
+        return info.builder(**sizes, **kwargs)
+    except (RuntimeError, ValueError) as exc:  # a size the architecture cannot take
+        shape = ",".join(map(str, (sizes["in_channels"], *sizes["input_size"])))
+        raise ConfigError(
+            f"model {name} cannot take input shape (C,H,W)=({shape}) with "
+            f"num_classes={sizes['num_classes']}: {str(exc).splitlines()[0]}"
+        ) from None

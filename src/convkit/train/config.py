@@ -31,7 +31,10 @@ class TrainConfig:
     momentum: float = _setting(0.9, "momentum for sgd")
     weight_decay: float = _setting(0.0, "L2 weight decay (decoupled for adamw)")
     schedule: str = _setting(
-        "constant", "learning-rate schedule over all steps", ("constant", "cosine")
+        "constant",
+        "learning-rate schedule: constant; cosine (to 0 over all steps); plateau (halve the rate "
+        "when val loss has not improved for 2 epochs, as Keras's ReduceLROnPlateau)",
+        ("constant", "cosine", "plateau"),
     )
     label_smoothing: float = _setting(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
     val_split: float = _setting(0.2, "fraction held out for validation: the last samples, as Keras")
@@ -67,6 +70,8 @@ class TrainConfig:
             raise ConfigError(
                 f"expected 0 <= label_smoothing < 1, received label_smoothing={self.label_smoothing}"
             )
+        if self.schedule == "plateau" and self.val_split == 0:
+            raise ConfigError("schedule=plateau needs a validation split: set --val-split > 0")
         if self.keep == "best" and self.val_split == 0:
             raise ConfigError(
                 "keep=best needs a validation split: set --val-split > 0 or --keep last"

@@ -28,14 +28,29 @@ def build_optimizer(
     )
 
 
+Schedule = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
 def build_schedule(
     cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A per-step schedule, or None for a constant rate."""
+) -> Schedule | None:
+    """The learning-rate schedule, or None for a constant rate.
+
+    cosine steps after every batch; plateau steps once per epoch on the validation loss.
+    """
     if cfg.schedule == "constant":
         return None
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     total = max(1, cfg.epochs * steps_per_epoch)
     # cosine: from lr down to 0 over every step of the run
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
     )
+
+
+def per_step(scheduler: Schedule | None) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The scheduler to step after every batch (None for per-epoch or no schedule)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return None
+    return scheduler

@@ -29,7 +29,7 @@ from convkit.models import create_model
 from convkit.train import checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.loop import evaluate, train_one_epoch
-from convkit.train.optim import build_optimizer, build_schedule
+from convkit.train.optim import build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
 from convkit.train.provenance import provenance
 
@@ -192,11 +192,15 @@ def _fit(
         t0 = time.perf_counter()
         progress.start_epoch(epoch, cfg.epochs, len(train_batches))
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_batches, optimizer, loss_fn, scheduler, progress.step)
+        tr = train_one_epoch(
+            model, train_batches, optimizer, loss_fn, per_step(scheduler), progress.step
+        )
         t_train = time.perf_counter() - t0
         va = evaluate(model, val_batches, loss_fn) if len(val_split) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
+        if scheduler is not None and per_step(scheduler) is None:
+            scheduler.step(va["loss"])  # plateau: once per epoch, on the validation loss
         improved = va is not None and va["loss"] < best["val_loss"]
         if improved:
             best, since_best = {"epoch": epoch, "val_loss": va["loss"]}, 0

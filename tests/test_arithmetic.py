@@ -133,9 +133,10 @@ def test_receptive_field_of_a_plain_stack_is_every_pixel_of_the_window():
 @pytest.mark.parametrize("name", list_models())
 def test_macs_match_pytorch_flop_counter(name):
     info = model_info(name)
-    model = create_model(name).eval()
+    with torch.device("meta"):
+        model = create_model(name).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, *info.input_shape))
+        model(torch.zeros(1, *info.input_shape, device="meta"))
     assert 2 * explain(model, info.input_shape).total_macs == counter.get_total_flops()
 
 
@@ -226,6 +227,10 @@ def test_cli_explain_single_layers(capsys):
         (["conv"], "needs --input-shape"),
         (["mnist-mlp", "--input-shape", "1,0,28"], "expected C,H,W as three positive integers"),
         (["cifar10-cnn", "--input-shape", "3,4,4"], "cannot take input shape (C,H,W)=(3,4,4)"),
+        (
+            ["alexnet", "--input-shape", "3,28,28"],
+            "model alexnet cannot take input shape (C,H,W)=(3,28,28)",
+        ),
     ],
 )
 def test_cli_explain_errors(capsys, args, message):
@@ -274,3 +279,18 @@ def test_global_average_pooling_sees_the_whole_image():
     assert rows[1].receptive_field == (4, 4) and rows[1].jump == (2, 2)
     assert rows[2].output_shape == (8,) and rows[2].receptive_field == (20, 12)
     assert rows[2].jump is None and rows[3].macs == 80
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18-cifar"])  # option-A and 1x1-conv shortcuts
+def test_receptive_field_of_residual_networks_matches_brute_force(name):
+    net = create_model(name)
+    # through the first block that downsamples, whose shortcut must not extend the chain
+    trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2[0])
+    rows = explain(trunk, (3, 16, 16)).layers
+    assert any("downsample" in r.name for r in rows)
+    last = rows[-1]
+    (rh, rw), (jh, jw), (sh, sw) = last.receptive_field, last.jump, last.start
+    assert last.jump == (2, 2)
+    for (oi, oj), rs, cs in influencing_pixels(trunk, (3, 16, 16)):
+        window = ((sh + oi * jh, sh + oi * jh + rh - 1), (sw + oj * jw, sw + oj * jw + rw - 1))
+        check_window((rs, cs), window, (16, 16))

@@ -78,6 +78,23 @@ def test_every_recipe_builds():
     for name in RECIPES:
         assert get_recipe(name).config().recipe == name
     with pytest.raises(
-        ConfigError, match="unknown recipe 'mnist'; recipes: cifar10-cnn, mnist-cnn, mnist-mlp"
+        ConfigError, match="unknown recipe 'mnist'; recipes: alexnet-cifar, cifar10-cnn"
     ):
         get_recipe("mnist")
+
+
+def test_atomic_writes_have_the_usual_permissions(tmp_path):
+    import os
+
+    import torch
+
+    from convkit.fileio import write_json
+    from convkit.train.checkpoint import save_weights
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    save_weights(tmp_path / "w.safetensors", torch.nn.Linear(2, 2), epoch=1)
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.json", "w.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "w.safetensors"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,12 +12,53 @@ from convkit.errors import ConfigError
 from convkit.models import create_model, list_models, model_info, register
 from convkit.models.layers import Dense, Dropout
 
-# Canonical parameter counts at the model's default input and 10 classes.
+# Canonical parameter counts at the model's default input and number of classes.
 CANONICAL = {
     "mnist-mlp": 669_706,  # the lecture's Keras summary
     "cifar10-cnn": 528_054,  # the lecture's CIFAR-10 CNN (its Keras summary)
-    "mnist-cnn": 80_202,  # convkit's own design: 416 + 12,832 + 65,664 + 1,290
+    "lenet5": 61_706,  # LeCun et al. 1998 on 32x32 grey input
+    # torchvision's counts at 1000 classes, 3x224x224
+    "alexnet": 61_100_840,
+    "vgg11": 132_863_336,
+    "vgg11_bn": 132_868_840,
+    "vgg13": 133_047_848,
+    "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544,
+    "vgg16_bn": 138_365_992,
+    "vgg19": 143_667_240,
+    "vgg19_bn": 143_678_248,
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+    # He et al. 2016's CIFAR ResNets (option-A shortcuts)
+    "resnet20": 269_722,
+    "resnet32": 464_154,
+    "resnet44": 658_586,
+    "resnet56": 853_018,
+    "resnet110": 1_727_962,
+    # convkit's own small-image designs (no outside reference: these guard against changes)
+    "mnist-cnn": 80_202,  # 416 + 12,832 + 65,664 + 1,290
+    "alexnet-cifar": 7_173_450,
+    "vgg11-cifar": 9_756_426,
+    "vgg13-cifar": 9_941_322,
+    "vgg16-cifar": 15_253_578,
+    "vgg19-cifar": 20_565_834,
+    "resnet18-cifar": 11_173_962,  # the usual CIFAR ResNet-18 (3x3 stem, no max-pool)
+    "resnet34-cifar": 21_282_122,
+    "resnet50-cifar": 23_520_842,
 }
+SMALL_INPUT = 64  # ImageNet-size models are run at 64x64 for gradients (their 224 is counted)
+TORCHVISION = json.loads(
+    (Path(__file__).parent / "data" / "torchvision_state_dicts.json").read_text()
+)
+
+
+def on_meta(name: str, **kw) -> torch.nn.Module:
+    """Build without memory or initialisation cost: for counting and shapes."""
+    with torch.device("meta"):
+        return create_model(name, **kw)
 
 
 def test_every_model_has_a_canonical_count():
@@ -23,22 +67,35 @@ def test_every_model_has_a_canonical_count():
 
 @pytest.mark.parametrize("name", list_models())
 def test_parameter_count(name):
-    assert sum(p.numel() for p in create_model(name).parameters()) == CANONICAL[name]
+    assert sum(p.numel() for p in on_meta(name).parameters()) == CANONICAL[name]
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_forward_backward(name):
+def test_output_shape_at_the_default_input(name):
+    info = model_info(name)
+    out = on_meta(name, num_classes=7).eval()(torch.zeros(2, *info.input_shape, device="meta"))
+    assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_parameter_gets_a_finite_gradient(name):
     torch.manual_seed(0)
     info = model_info(name)
-    model = create_model(name, num_classes=7)
-    x = torch.rand(3, *info.input_shape)
-    out = model(x)
-    assert out.shape == (3, 7)
-    assert torch.isfinite(out).all()
+    c, h, w = info.input_shape
+    size = (min(h, SMALL_INPUT), min(w, SMALL_INPUT))
+    model = create_model(name, num_classes=7, input_size=size)
+    out = model(torch.rand(3, c, *size))
+    assert out.shape == (3, 7) and torch.isfinite(out).all()
     out.logsumexp(1).mean().backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
         assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", sorted(TORCHVISION["models"]))
+def test_state_dict_matches_torchvision(name):
+    ours = [[k, list(v.shape)] for k, v in on_meta(name).state_dict().items()]
+    assert ours == TORCHVISION["models"][name]
 
 
 def test_builders_take_in_channels_and_input_size():
@@ -55,7 +112,9 @@ def test_duplicate_registration_raises():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown model 'resnet9000'; known models: cifar10-cnn"):
+    with pytest.raises(
+        ConfigError, match="unknown model 'resnet9000'; known models: alexnet, alexnet-cifar"
+    ):
         create_model("resnet9000")
 
 
@@ -97,7 +156,7 @@ def test_building_runs_no_dropout_and_leaves_training_mode(name, monkeypatch):
         return real(x, p, training, inplace)
 
     monkeypatch.setattr(torch.nn.functional, "dropout", spy)
-    model = create_model(name)
+    model = on_meta(name)
     assert True not in calls
     assert all(m.training for m in model.modules())
 
@@ -111,3 +170,17 @@ def test_sizes_a_model_cannot_take_are_clear_errors():
         create_model("cifar10-cnn", input_size=(4, 4))
     with pytest.raises(ConfigError, match=r"num_classes=0: expected units >= 1, received units=0"):
         create_model("mnist-cnn", num_classes=0)
+
+
+def test_cli_models_json_filters_by_pattern(capsys):
+    from convkit.cli import main
+
+    assert main(["models", "resnet1*", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(rows) == ["resnet101", "resnet110", "resnet152", "resnet18", "resnet18-cifar"]
+    assert rows["resnet152"]["params"] == 60_192_808 and rows["resnet152"]["family"] == "resnet"
+    assert rows["resnet152"]["input_shape"] == [3, 224, 224]
+    assert (
+        rows["resnet110"]["input_shape"] == [3, 32, 32]
+        and "He et al." in rows["resnet110"]["description"]
+    )

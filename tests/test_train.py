@@ -90,7 +90,26 @@ def test_train_json_run_folder_and_evaluate(capsys, tmp_path, real_data):
     assert f"Test accuracy: {100 * result['test_accuracy']:.4f}%" in out
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "plateau"])  # per step, per epoch
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ["--schedule", "cosine"],  # stepped per batch
+        ["--schedule", "plateau"],  # stepped per epoch on the val loss
+        [
+            "--schedule",
+            "step",
+            "--augment",
+            "crop-flip",
+            "--normalize",
+            "standardize",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.05",
+        ],  # augmentation draws from its own generator
+    ],
+    ids=["cosine", "plateau", "step-augment"],
+)
 def test_same_seed_same_metrics_and_interrupted_run_resumes_exactly(
     capsys, tmp_path, real_data, monkeypatch, schedule
 ):
@@ -100,8 +119,7 @@ def test_same_seed_same_metrics_and_interrupted_run_resumes_exactly(
         *QUICK,
         "--epochs",
         "3",
-        "--schedule",
-        schedule,
+        *schedule,
         "--data-dir",
         str(real_data),
         "--json",
@@ -208,3 +226,30 @@ def test_console_script_and_module_entry_points():
         )
         assert proc.returncode == 0, proc.stderr
         assert "mnist-mlp" in [m["name"] for m in json.loads(proc.stdout)]
+
+
+def test_cifar_resnet_recipe_end_to_end(capsys, tmp_path, real_cifar):
+    out_dir = tmp_path / "run"
+    code, result, _, err = run_cli(
+        capsys,
+        "train",
+        "resnet20",
+        "--limit",
+        "600",
+        "--epochs",
+        "2",
+        "--data-dir",
+        str(real_cifar),
+        "--out",
+        str(out_dir),
+        "--json",
+    )
+    assert code == 0 and result["params"] == 269_722 and result["epochs"] == 2
+    assert result["config"]["augment"] == "crop-flip" and result["config"]["keep"] == "last"
+    _, meta = load(out_dir / "model.safetensors")
+    assert len(meta["normalization"]["mean"]) == 3 and meta["epoch"] == 2
+    # evaluate rebuilds the same preprocessing from the run folder
+    code, ev, _, _ = run_cli(
+        capsys, "evaluate", str(out_dir), "--data-dir", str(real_cifar), "--json"
+    )
+    assert code == 0 and ev["test_accuracy"] == result["test_accuracy"]

@@ -123,12 +123,15 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
     from convkit.models import create_model, list_models, model_info
 
     rows = []
     for name in list_models(args.pattern):
         info = model_info(name)
-        params = sum(p.numel() for p in create_model(name).parameters())
+        with torch.device("meta"):  # shapes and counts need no arithmetic or memory
+            params = sum(p.numel() for p in create_model(name).parameters())
         rows.append(
             {
                 "name": name,
@@ -149,12 +152,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    import torch
+
     from convkit.inspect import print_summary, summarize
     from convkit.models import create_model, model_info
 
     info = model_info(args.model)
     c, h, w = args.input_shape or info.input_shape
-    model = create_model(args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w))
+    with torch.device("meta"):  # shapes and counts need no arithmetic or memory
+        model = create_model(
+            args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
+        )
     summary = summarize(model, (c, h, w), args.model)
     if args.json:
         _emit_json(summary.to_dict())
@@ -164,6 +172,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    import torch
     from torch import nn
 
     from convkit.inspect.arithmetic import explain, print_arithmetic
@@ -188,15 +197,47 @@ def cmd_explain(args: argparse.Namespace) -> int:
     else:
         info = model_info(args.model)
         c, h, w = args.input_shape or info.input_shape
-        model = create_model(
-            args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
-        )
+        with torch.device("meta"):  # shapes and counts need no arithmetic or memory
+            model = create_model(
+                args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
+            )
         name = args.model
     arithmetic = explain(model, (c, h, w), name)
     if args.json:
         _emit_json(arithmetic.to_dict())
     else:
         print_arithmetic(arithmetic)
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from convkit.fileio import atomic_path
+    from convkit.models import create_model
+    from convkit.models.weights import compare, read_state_dict
+
+    model = create_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
+    state = read_state_dict(args.file)
+    report = compare(model, state)
+    if args.json:
+        _emit_json({"model": args.model, "file": args.file, **report.to_dict()})
+    else:
+        print(f"{args.file} -> {args.model}: {'fits' if report.ok else 'does not fit'}")
+        for line in report.lines():
+            print(f"  {line}")
+    if not report.ok:
+        return 1
+    if args.save:
+        from safetensors.torch import save_file
+
+        model.load_state_dict(state)
+        with atomic_path(args.save) as tmp:
+            save_file(
+                {k: v.contiguous() for k, v in model.state_dict().items()},
+                str(tmp),
+                metadata={"model": args.model},
+            )
+        if not args.json:
+            print(f"  saved as {args.save}")
     return 0
 
 
@@ -386,6 +427,22 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--padding", default="valid", help="same, valid or pixels (default valid)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser(
+        "weights",
+        help="check (and convert) a .pth or .safetensors state dict against a model",
+        description="Load FILE (a .pth read with weights_only=True, or .safetensors) into MODEL "
+        "and report missing, unexpected and mis-shaped keys; exit 1 when it does not fit.",
+    )
+    p.add_argument("model")
+    p.add_argument("file")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--in-channels", type=int, default=None)
+    p.add_argument(
+        "--save", metavar="OUT.safetensors", help="write the loaded weights as safetensors"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("recipes", help="the training recipes and what they reach")
     p.add_argument("--json", action="store_true")

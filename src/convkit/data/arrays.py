@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +58,28 @@ def holdout_split(split: Split, fraction: float) -> tuple[Split, Split]:
     return split[:cut], split[cut:]
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels (N, C, H, W) -> float32 in [0, 1], as the lecture's x / 255."""
-    return images.to(torch.float32).mul_(1.0 / 255.0)
+def to_float(
+    images: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+) -> torch.Tensor:
+    """uint8 pixels (N, C, H, W) -> float32 in [0, 1] (the lecture's x / 255), then standardized
+    per channel when `mean` and `std` (each (C,), on the [0, 1] scale) are given."""
+    x = images.to(torch.float32).mul_(1.0 / 255.0)
+    if mean is not None and std is not None:
+        x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    return x
+
+
+def channel_stats(split: Split, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (C,) of a split's pixels on the [0, 1] scale."""
+    total = torch.zeros(split.images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(split), chunk):
+        x = split.images[i : i + chunk].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = len(split) * split.images.shape[2] * split.images.shape[3]
+    mean = total / count
+    return mean.float(), (total_sq / count - mean * mean).sqrt().float()
 
 
 class Batches:
@@ -78,11 +97,16 @@ class Batches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        mean: torch.Tensor | None = None,
+        std: torch.Tensor | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"expected batch_size >= 1, received batch_size={batch_size}")
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.generator, self.drop_last = shuffle, generator, drop_last
+        self.augment = augment  # applied to each uint8 batch (N, C, H, W) before conversion
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         n = len(self.split)
@@ -98,7 +122,9 @@ class Batches:
             else:
                 idx = order[sl]
                 x, y = self.split.images[idx], self.split.labels[idx]
-            yield to_float(x), y
+            if self.augment is not None:
+                x = self.augment(x)
+            yield to_float(x, self.mean, self.std), y
 
 
 def to_categorical(

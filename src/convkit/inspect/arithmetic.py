@@ -7,6 +7,8 @@ Receptive field per spatial dimension, in input pixels, layer by layer (Araujo e
     start' = start - pad_before * jump     input coordinate where output 0's field begins
 so output i of a layer sees input pixels [start + i * jump, start + i * jump + rf - 1] (clipped
 to the image: padding lies outside it). Flatten, Dense and global pooling see the whole input.
+Layers on a residual shortcut (named downsample or shortcut) are listed, but the chain follows
+the main path, whose field contains the shortcut's and whose jump is the same.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 from torch import nn
 
 from convkit.errors import ConfigError
+from convkit.inspect.summary import _device
 from convkit.models.layers import Conv2D, GlobalAvgPool, MaxPool, layer_pads
 
 Pair = tuple[int, int]
+SHORTCUT_NAMES = ("downsample", "shortcut")
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def explain(model: nn.Module, input_shape: tuple[int, int, int], name: str = "")
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=_device(model)))
     except (RuntimeError, ValueError) as exc:
         shape = ",".join(map(str, input_shape))
         raise ConfigError(
@@ -160,24 +164,20 @@ def explain(model: nn.Module, input_shape: tuple[int, int, int], name: str = "")
     rows = []
     for qual, m, ishape, oshape in calls:
         kernel = stride = dil = pads = formula = None
-        if spatial and len(ishape) == 3 and (win := _window(m, ishape[1], ishape[2])) is not None:
+        on_shortcut = any(part in SHORTCUT_NAMES for part in qual.split("."))
+        win = _window(m, ishape[1], ishape[2]) if spatial and len(ishape) == 3 else None
+        if win is not None:
             kernel, stride, dil, pads = win
             k_eff = tuple((kernel[i] - 1) * dil[i] + 1 for i in range(2))
             ceil = bool(getattr(m, "ceil_mode", False))
             formula = tuple(
-                _formula(
-                    ishape[1 + i],
-                    pads[2 * i],
-                    pads[2 * i + 1],
-                    k_eff[i],
-                    stride[i],
-                    ceil,
-                )
+                _formula(ishape[1 + i], pads[2 * i], pads[2 * i + 1], k_eff[i], stride[i], ceil)
                 for i in range(2)
             )
-            rf = tuple(rf[i] + (k_eff[i] - 1) * jump[i] for i in range(2))
-            start = tuple(start[i] - pads[2 * i] * jump[i] for i in range(2))
-            jump = tuple(jump[i] * stride[i] for i in range(2))
+            if not on_shortcut:  # the chain follows the main path (see the module docstring)
+                rf = tuple(rf[i] + (k_eff[i] - 1) * jump[i] for i in range(2))
+                start = tuple(start[i] - pads[2 * i] * jump[i] for i in range(2))
+                jump = tuple(jump[i] * stride[i] for i in range(2))
         elif spatial and _is_global(m):
             spatial = False
             rf, start = (H, W), (0, 0)  # every output now depends on the whole image

@@ -50,6 +50,11 @@ def _shape(out: Any) -> tuple[int, ...]:
     return ()
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model lives; on the meta device shapes come out without any arithmetic."""
+    return next(model.parameters(), torch.zeros(0)).device
+
+
 def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") -> Summary:
     """Run one zero image of `input_shape` (C, H, W) through `model` and tabulate its leaf layers."""
     rows: dict[str, LayerRow] = {}
@@ -73,7 +78,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") ->
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+            model(torch.zeros(1, *input_shape, device=_device(model)))
     except (RuntimeError, ValueError) as exc:
         shape = ",".join(map(str, input_shape))
         raise ConfigError(

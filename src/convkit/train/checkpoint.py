@@ -57,7 +57,7 @@ def save_training_state(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    generators: dict[str, torch.Generator],
     **meta: Any,
 ) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -70,7 +70,8 @@ def save_training_state(
             else:
                 opt_scalars.setdefault(str(idx), {})[name] = value
     tensors["rng/torch"] = torch.get_rng_state()
-    tensors["rng/shuffle"] = generator.get_state()
+    for name, generator in generators.items():
+        tensors[f"rng/{name}"] = generator.get_state()
     meta = {**meta, "optimizer_groups": opt["param_groups"], "optimizer_scalars": opt_scalars}
     _save(path, tensors, meta)
 
@@ -79,7 +80,7 @@ def restore_training_state(
     path: Path,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    generators: dict[str, torch.Generator],
 ) -> dict[str, Any]:
     """Load model, optimizer and RNG states saved by `save_training_state`; returns the metadata."""
     tensors, meta = load(path)
@@ -93,5 +94,6 @@ def restore_training_state(
         state.setdefault(int(idx), {}).update(scalars)
     optimizer.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
     torch.set_rng_state(tensors["rng/torch"])
-    generator.set_state(tensors["rng/shuffle"])
+    for name, generator in generators.items():
+        generator.set_state(tensors[f"rng/{name}"])
     return meta

@@ -32,9 +32,21 @@ class TrainConfig:
     weight_decay: float = _setting(0.0, "L2 weight decay (decoupled for adamw)")
     schedule: str = _setting(
         "constant",
-        "learning-rate schedule: constant; cosine (to 0 over all steps); plateau (halve the rate "
-        "when val loss has not improved for 2 epochs, as Keras's ReduceLROnPlateau)",
-        ("constant", "cosine", "plateau"),
+        "learning-rate schedule: constant; cosine (to 0 over all steps); step (divide by 10 at "
+        "50%% and 75%% of the steps, as He et al. 2016); plateau (halve the rate when val loss "
+        "has not improved for 2 epochs, as Keras's ReduceLROnPlateau)",
+        ("constant", "cosine", "step", "plateau"),
+    )
+    augment: str = _setting(
+        "none",
+        "training-batch augmentation: crop-flip shifts images by up to 4 pixels and mirrors half",
+        ("none", "crop-flip"),
+    )
+    normalize: str = _setting(
+        "scale",
+        "pixel preprocessing: scale to [0, 1], or standardize each channel with the training "
+        "split's mean and std",
+        ("scale", "standardize"),
     )
     label_smoothing: float = _setting(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
     val_split: float = _setting(0.2, "fraction held out for validation: the last samples, as Keras")

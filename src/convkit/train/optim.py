@@ -43,6 +43,10 @@ def build_schedule(
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=2)
     total = max(1, cfg.epochs * steps_per_epoch)
+    if cfg.schedule == "step":  # He et al. 2016: lr / 10 at 32k and 48k of 64k iterations
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[total // 2, total * 3 // 4], gamma=0.1
+        )
     # cosine: from lr down to 0 over every step of the run
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))

@@ -16,13 +16,16 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from convkit.data import Batches, holdout_split, load_dataset
+from convkit.data import Batches, Split, holdout_split, load_dataset
+from convkit.data.arrays import channel_stats
+from convkit.data.augment import random_crop_flip
 from convkit.errors import ConfigError
 from convkit.fileio import read_json, write_json, write_text
 from convkit.models import create_model
@@ -79,6 +82,14 @@ def new_run_dir(name: str, base: str | Path = "runs") -> Path:
         path = Path(base) / f"{name}-{stamp}-{n}"
         n += 1
     return path
+
+
+def normalization(cfg: TrainConfig, train_split: Split) -> dict[str, torch.Tensor]:
+    """The per-channel mean and std to standardize with (from the training split), if asked."""
+    if cfg.normalize != "standardize":
+        return {}
+    mean, std = channel_stats(train_split)
+    return {"mean": mean, "std": std}
 
 
 def count_params(model: nn.Module) -> int:
@@ -155,6 +166,8 @@ def _fit(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # initialisation and dropout
     shuffle = torch.Generator().manual_seed(cfg.seed)  # the order of training samples
+    augment_rng = torch.Generator().manual_seed(cfg.seed + 1)  # crops and flips
+    generators = {"shuffle": shuffle, "augment": augment_rng}
 
     data = load_dataset(cfg.dataset, data_dir, download=download, log=progress.message)
     pool = data.train[: cfg.limit] if cfg.limit else data.train
@@ -164,8 +177,16 @@ def _fit(
         cfg.model, num_classes=data.spec.num_classes, in_channels=c, input_size=(h, w)
     )
     optimizer = build_optimizer(cfg, model.parameters())
-    train_batches = Batches(train_split, cfg.batch_size, shuffle=True, generator=shuffle)
-    val_batches = Batches(val_split, cfg.eval_batch_size)
+    norm = normalization(cfg, train_split)
+    augment = (
+        partial(random_crop_flip, pad=4, generator=augment_rng)
+        if cfg.augment == "crop-flip"
+        else None
+    )
+    train_batches = Batches(
+        train_split, cfg.batch_size, shuffle=True, generator=shuffle, augment=augment, **norm
+    )
+    val_batches = Batches(val_split, cfg.eval_batch_size, **norm)
     scheduler = build_schedule(cfg, optimizer, len(train_batches))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # categorical cross-entropy
 
@@ -173,9 +194,12 @@ def _fit(
     best = {"epoch": 0, "val_loss": math.inf}
     since_best, train_seconds, first_epoch = 0, 0.0, 1
     if resuming:
-        meta = checkpoint.restore_training_state(run.last, model, optimizer, shuffle)
+        meta = checkpoint.restore_training_state(run.last, model, optimizer, generators)
         if scheduler is not None:
-            scheduler.load_state_dict(meta["scheduler"])
+            state = dict(meta["scheduler"])
+            # Milestones follow from the config; their JSON copy has string keys that never match.
+            state.pop("milestones", None)
+            scheduler.load_state_dict(state)
         best, since_best, train_seconds = meta["best"], meta["since_best"], meta["train_seconds"]
         first_epoch = meta["epoch"] + 1
         history = [m for m in run.read_metrics() if m["epoch"] <= meta["epoch"]]
@@ -220,14 +244,19 @@ def _fit(
         history.append(record)
         if improved or cfg.keep == "last":
             checkpoint.save_weights(
-                run.model, model, config=cfg.to_dict(), epoch=epoch, val_loss=record["val_loss"]
+                run.model,
+                model,
+                config=cfg.to_dict(),
+                epoch=epoch,
+                val_loss=record["val_loss"],
+                normalization={k: v.tolist() for k, v in norm.items()},
             )
         run.write_metrics(history)
         checkpoint.save_training_state(
             run.last,
             model,
             optimizer,
-            shuffle,
+            generators,
             config=cfg.to_dict(),
             epoch=epoch,
             best=best,
@@ -245,7 +274,7 @@ def _fit(
 
     weights, _ = checkpoint.load(run.model)
     model.load_state_dict(weights)
-    test = evaluate(model, Batches(data.test, cfg.eval_batch_size), loss_fn)
+    test = evaluate(model, Batches(data.test, cfg.eval_batch_size, **norm), loss_fn)
     progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%")
     result = {
         "test_accuracy": test["accuracy"],
@@ -309,7 +338,8 @@ def evaluate_run(
     except RuntimeError as exc:
         raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    test = evaluate(model, Batches(data.test, cfg.eval_batch_size), loss_fn)
+    norm = {k: torch.tensor(v) for k, v in meta.get("normalization", {}).items()}
+    test = evaluate(model, Batches(data.test, cfg.eval_batch_size, **norm), loss_fn)
     history = run.read_metrics()
     return {
         "test_accuracy": test["accuracy"],

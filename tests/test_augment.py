@@ -1,0 +1,66 @@
+"""Batch augmentation and per-channel standardization."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from convkit.data import Batches, Split
+from convkit.data.arrays import channel_stats, to_float
+from convkit.data.augment import random_crop_flip
+
+
+def test_each_image_is_a_shifted_possibly_mirrored_crop():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)  # no zeros: padding shows
+    out = random_crop_flip(images, 2, g)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    padded = F.pad(images, (2, 2, 2, 2))
+    seen_offsets, flips = set(), 0
+    for i in range(64):
+        matches = []
+        for dy in range(5):
+            for dx in range(5):
+                crop = padded[i, :, dy : dy + 8, dx : dx + 8]
+                matches += [
+                    (dy, dx, flip)
+                    for flip in (False, True)
+                    if torch.equal(out[i], crop.flip(2) if flip else crop)
+                ]
+        assert matches, f"image {i} is not a crop of its padded original"
+        seen_offsets.add(matches[0][:2])
+        flips += matches[0][2]
+    assert len(seen_offsets) > 10 and 16 < flips < 48  # offsets vary, about half are mirrored
+
+
+def test_same_generator_state_same_augmentation():
+    images = torch.randint(0, 256, (16, 1, 6, 6), dtype=torch.uint8)
+    a = random_crop_flip(images, 4, torch.Generator().manual_seed(3))
+    b = random_crop_flip(images, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_channel_stats_and_standardization():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (50, 3, 4, 5), dtype=np.uint8))
+    split = Split(images, torch.zeros(50, dtype=torch.long))
+    mean, std = channel_stats(split, chunk=7)
+    ref = images.numpy().astype(np.float64) / 255
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-5)
+    x = torch.cat([x for x, _ in Batches(split, 16, mean=mean, std=std)])
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-4)
+    assert torch.allclose(to_float(images[:2]), images[:2].float() / 255)
+
+
+def test_batches_augment_only_when_asked():
+    split = Split(torch.randint(0, 256, (8, 1, 6, 6), dtype=torch.uint8), torch.arange(8))
+    plain = torch.cat([x for x, _ in Batches(split, 4)])
+    assert torch.allclose(plain, split.images.float() / 255)
+    g = torch.Generator().manual_seed(0)
+    augmented = torch.cat(
+        [x for x, _ in Batches(split, 4, augment=lambda b: random_crop_flip(b, 2, g))]
+    )
+    assert not torch.equal(augmented, plain) and augmented.shape == plain.shape

@@ -10,9 +10,9 @@ from convkit.train.progress import Progress
 pytestmark = pytest.mark.acceptance
 
 
-def run(recipe: str, tmp_path, data_root) -> dict:
+def run(recipe: str, tmp_path, data_root, **changes) -> dict:
     result = train(
-        get_recipe(recipe).config(),
+        get_recipe(recipe).config().replace(**changes),
         out=tmp_path / "run",
         data_dir=data_root,
         progress=Progress(enabled=False),

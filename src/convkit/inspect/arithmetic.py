@@ -18,11 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from convkit.errors import ConfigError
-from convkit.inspect.summary import _device
+from convkit.inspect.trace import trace
 from convkit.models.layers import Conv2D, GlobalAvgPool, MaxPool, layer_pads
 
 Pair = tuple[int, int]
@@ -132,31 +130,11 @@ def _is_global(m: nn.Module) -> bool:
 
 def explain(model: nn.Module, input_shape: tuple[int, int, int], name: str = "") -> Arithmetic:
     """Conv arithmetic of every leaf layer of `model`, in the order they run, for one (C, H, W) input."""
-    calls: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
-    hooks = []
-    for qual, module in model.named_modules():
-        if qual and not any(True for _ in module.children()):
-
-            def hook(mod: nn.Module, inp: Any, out: Any, qual: str = qual) -> None:
-                if torch.is_tensor(out) and inp and torch.is_tensor(inp[0]):
-                    calls.append((qual, mod, tuple(inp[0].shape[1:]), tuple(out.shape[1:])))
-
-            hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=_device(model)))
-    except (RuntimeError, ValueError) as exc:
-        shape = ",".join(map(str, input_shape))
-        raise ConfigError(
-            f"model {name or type(model).__name__} cannot take input shape "
-            f"(C,H,W)=({shape}): {str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    calls = [
+        (c.name, c.module, c.input_shape, c.output_shape)
+        for c in trace(model, input_shape, name)
+        if c.input_shape and c.output_shape
+    ]
 
     _, H, W = input_shape
     rf, jump, start = (1, 1), (1, 1), (0, 0)

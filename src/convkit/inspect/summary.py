@@ -10,10 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from convkit.errors import ConfigError
+from convkit.inspect.trace import trace
 
 
 @dataclass(frozen=True)
@@ -42,53 +41,19 @@ class Summary:
         return d
 
 
-def _shape(out: Any) -> tuple[int, ...]:
-    if torch.is_tensor(out):
-        return tuple(out.shape[1:])
-    if isinstance(out, (tuple, list)) and out and torch.is_tensor(out[0]):
-        return tuple(out[0].shape[1:])
-    return ()
-
-
-def _device(model: nn.Module) -> torch.device:
-    """Where the model lives; on the meta device shapes come out without any arithmetic."""
-    return next(model.parameters(), torch.zeros(0)).device
-
-
 def summarize(model: nn.Module, input_shape: tuple[int, ...], name: str = "") -> Summary:
     """Run one zero image of `input_shape` (C, H, W) through `model` and tabulate its leaf layers."""
     rows: dict[str, LayerRow] = {}
-    hooks = []
-    for qual, module in model.named_modules():
-        if qual and not any(True for _ in module.children()):
-
-            def hook(mod: nn.Module, _inp: Any, out: Any, qual: str = qual) -> None:
-                if qual not in rows:  # a layer used twice is listed once, where first used
-                    own = list(mod.parameters(recurse=False))
-                    rows[qual] = LayerRow(
-                        qual,
-                        type(mod).__name__,
-                        _shape(out),
-                        sum(p.numel() for p in own),
-                        sum(p.numel() for p in own if p.requires_grad),
-                    )
-
-            hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape, device=_device(model)))
-    except (RuntimeError, ValueError) as exc:
-        shape = ",".join(map(str, input_shape))
-        raise ConfigError(
-            f"model {name or type(model).__name__} cannot take input shape "
-            f"(C,H,W)=({shape}): {str(exc).splitlines()[0]}"
-        ) from None
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    for call in trace(model, input_shape, name):
+        if call.name not in rows:  # a layer used twice is listed once, where first used
+            own = list(call.module.parameters(recurse=False))
+            rows[call.name] = LayerRow(
+                call.name,
+                type(call.module).__name__,
+                call.output_shape,
+                sum(p.numel() for p in own),
+                sum(p.numel() for p in own if p.requires_grad),
+            )
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Summary(

@@ -294,3 +294,10 @@ def test_receptive_field_of_residual_networks_matches_brute_force(name):
     for (oi, oj), rs, cs in influencing_pixels(trunk, (3, 16, 16)):
         window = ((sh + oi * jh, sh + oi * jh + rh - 1), (sw + oj * jw, sw + oj * jw + rw - 1))
         check_window((rs, cs), window, (16, 16))
+
+
+def test_adaptive_pooling_to_one_is_global():
+    rows = {r.name: r for r in explain(create_model("resnet20"), (3, 32, 32)).layers}
+    assert rows["avgpool"].receptive_field == (32, 32) and rows["avgpool"].jump is None
+    assert rows["fc"].receptive_field == (32, 32)
+    assert rows["layer3.2.conv2"].jump == (4, 4)

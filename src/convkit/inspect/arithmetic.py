@@ -143,7 +143,8 @@ def explain(model: nn.Module, input_shape: tuple[int, int, int], name: str = "")
     for qual, m, ishape, oshape in calls:
         kernel = stride = dil = pads = formula = None
         on_shortcut = any(part in SHORTCUT_NAMES for part in qual.split("."))
-        win = _window(m, ishape[1], ishape[2]) if spatial and len(ishape) == 3 else None
+        sliding = spatial and len(ishape) == 3 and not _is_global(m)  # global pools are not windows
+        win = _window(m, ishape[1], ishape[2]) if sliding else None
         if win is not None:
             kernel, stride, dil, pads = win
             k_eff = tuple((kernel[i] - 1) * dil[i] + 1 for i in range(2))

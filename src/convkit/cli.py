@@ -151,19 +151,26 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_summary(args: argparse.Namespace) -> int:
+def _shape_model(args: argparse.Namespace):
+    """The registered model named by args, built on the meta device for its input shape:
+    shapes and counts need no arithmetic or memory. Returns (model, (C, H, W))."""
     import torch
 
-    from convkit.inspect import print_summary, summarize
     from convkit.models import create_model, model_info
 
-    info = model_info(args.model)
-    c, h, w = args.input_shape or info.input_shape
-    with torch.device("meta"):  # shapes and counts need no arithmetic or memory
+    c, h, w = args.input_shape or model_info(args.model).input_shape
+    with torch.device("meta"):
         model = create_model(
             args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
         )
-    summary = summarize(model, (c, h, w), args.model)
+    return model, (c, h, w)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from convkit.inspect import print_summary, summarize
+
+    model, shape = _shape_model(args)
+    summary = summarize(model, shape, args.model)
     if args.json:
         _emit_json(summary.to_dict())
     else:
@@ -172,11 +179,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    import torch
     from torch import nn
 
     from convkit.inspect.arithmetic import explain, print_arithmetic
-    from convkit.models import create_model, model_info
     from convkit.models.layers import Conv2D, MaxPool, keras_sequential
 
     if args.model in ("conv", "pool"):
@@ -195,12 +200,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             raise ConvkitError(str(exc)) from None
         model, name = keras_sequential([layer]), f"one {args.model} layer"
     else:
-        info = model_info(args.model)
-        c, h, w = args.input_shape or info.input_shape
-        with torch.device("meta"):  # shapes and counts need no arithmetic or memory
-            model = create_model(
-                args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
-            )
+        model, (c, h, w) = _shape_model(args)
         name = args.model
     arithmetic = explain(model, (c, h, w), name)
     if args.json:

@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data),)
 export CONVKIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test bench lint clean
 
 install: $(STAMP)
 
@@ -26,9 +26,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# convkit against a plain-PyTorch loop, in one run; the table also lands in benchmarks/out/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --json benchmarks/out/latest.json \
+		--markdown benchmarks/out/latest.md
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info

@@ -9,8 +9,10 @@ _STARTED = time.perf_counter()  # before the heavy imports: `seconds` counts the
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from convkit.errors import ConvkitError  # noqa: E402
@@ -337,6 +339,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports for all processes
     if args.json:
         _emit_json(result)
     else:
@@ -359,6 +363,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{result['model']} on {result['dataset']} test set: loss {result['test_loss']:.4f}")
         print(f"Test accuracy: {100 * result['test_accuracy']:.4f}%")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from convkit.inspect.report import SECTIONS, write_report
+    from convkit.inspect.run import load_run
+
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        raise ConvkitError(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
+    sections = tuple(dict.fromkeys(args.sections)) or SECTIONS
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    lr = load_run(args.run, data_dir=args.data_dir, download=not args.no_download)
+    out = Path(args.out) if args.out else lr.run.root / "inspect"
+    log(f"Inspecting {lr.run.root} ({lr.cfg.model} on {lr.cfg.dataset}) into {out}")
+    page = write_report(
+        lr,
+        out,
+        sections,
+        image_files=args.image,
+        indices=args.index,
+        layer=args.layer,
+        target=args.target,
+        limit=args.limit,
+        log=log,
+    )
+    if args.json:
+        _emit_json({"report": str(page), "folder": str(out), "sections": list(sections)})
+    else:
+        print(f"Report: {page}")
     return 0
 
 
@@ -473,6 +507,40 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     data_dir_flag(p)
     _add_setting_flags(p, defaults)
     p.set_defaults(func=cmd_train)
+
+    from convkit.inspect.report import SECTIONS
+
+    p = sub.add_parser(
+        "inspect",
+        help="pictures of what a trained run learned, in a report folder with index.html",
+        description="Write a report folder (default RUN/inspect) whose index.html shows, with "
+        "captions: training curves, the confusion matrix, the most confident mistakes, the "
+        "first layer's filters, feature maps, the patches each filter responds to most, and "
+        "Grad-CAM / saliency. Name sections to make only those.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument(
+        "sections", nargs="*", metavar="SECTION",
+        help=f"any of: {', '.join(SECTIONS)} (default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--image", action="append", default=[], metavar="FILE",
+        help="an image file of any size or mode, for feature maps and Grad-CAM (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--index", action="append", type=int, default=[], metavar="N",
+        help="a test-set image by index (repeatable; default: 0 when no --image)",
+    )  # fmt: skip
+    p.add_argument("--layer", help="layer for 'patches' (default: the last convolution)")
+    p.add_argument("--class", dest="target", metavar="NAME",
+                   help="class for Grad-CAM and saliency (default: the predicted one)")  # fmt: skip
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N test images (default: all)")  # fmt: skip
+    p.add_argument("--out", help="report folder (default: RUN/inspect)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--no-download", action="store_true")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")

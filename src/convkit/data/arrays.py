@@ -32,6 +32,10 @@ class Split:
     def __getitem__(self, index: slice | torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
+    def to(self, device: torch.device | str) -> Split:
+        """The same split on `device` (still uint8: CIFAR-10's training set is 150 MB)."""
+        return Split(self.images.to(device), self.labels.to(device))
+
     @classmethod
     def from_numpy(cls, images: np.ndarray, labels: np.ndarray) -> Split:
         return cls(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
@@ -85,8 +89,14 @@ def channel_stats(split: Split, chunk: int = 5000) -> tuple[torch.Tensor, torch.
 class Batches:
     """One pass over a split in batches of `batch_size`, shuffled by `generator` when asked.
 
-    Batches are made by indexing the in-memory tensors; there is no per-sample Python. The last
-    batch is smaller when the split does not divide evenly (as Keras does), unless `drop_last`.
+    Batches are made by indexing the in-memory tensors (on whatever device the split lives);
+    there is no per-sample Python. The last batch is smaller when the split does not divide
+    evenly (as Keras does), unless `drop_last`.
+
+    `shard=(rank, world_size)` gives this process its part of every batch: global batch b is
+    the same set of samples as in one process, split evenly over the processes, so DDP with
+    the same global batch computes the same gradients. Every process gets the same number of
+    batches (a remainder smaller than the number of processes is left out).
     """
 
     def __init__(
@@ -100,31 +110,62 @@ class Batches:
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
+        shard: tuple[int, int] = (0, 1),
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"expected batch_size >= 1, received batch_size={batch_size}")
+        rank, world = shard
+        if batch_size % world:
+            raise ValueError(
+                f"batch_size={batch_size} does not split evenly over {world} processes; "
+                f"choose a multiple of {world}"
+            )
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.generator, self.drop_last = shuffle, generator, drop_last
         self.augment = augment  # applied to each uint8 batch (N, C, H, W) before conversion
-        self.mean, self.std = mean, std
+        device = split.images.device
+        self.mean = None if mean is None else mean.to(device)
+        self.std = None if std is None else std.to(device)
+        self.rank, self.world = rank, world
+        self.memory_format = memory_format
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        n, size = len(self.split), self.batch_size
+        bounds = [(i, min(n, i + size)) for i in range(0, n, size)]
+        if bounds and (self.drop_last and bounds[-1][1] - bounds[-1][0] < size):
+            bounds.pop()
+        if bounds and bounds[-1][1] - bounds[-1][0] < self.world:
+            bounds.pop()
+        return bounds
 
     def __len__(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self._bounds())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.split)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else None
-        for b in range(len(self)):
-            sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
+        images, labels = self.split.images, self.split.labels
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(images.device)
+        for start, stop in self._bounds():
+            part = (stop - start) // self.world
+            start += self.rank * part
+            stop = start + part
             if order is None:
-                x, y = self.split.images[sl], self.split.labels[sl]
+                x, y = images[start:stop], labels[start:stop]
             else:
-                idx = order[sl]
-                x, y = self.split.images[idx], self.split.labels[idx]
+                idx = order[start:stop]
+                x, y = images[idx], labels[idx]
             if self.augment is not None:
                 x = self.augment(x)
-            yield to_float(x, self.mean, self.std), y
+            x = to_float(x, self.mean, self.std)
+            yield x.contiguous(memory_format=self.memory_format), y
+
+
+def shard_of(split: Split, rank: int, world: int) -> Split:
+    """Every `world`-th sample from `rank` on: this process's part of an evaluation set."""
+    return split if world == 1 else split[rank::world]
 
 
 def to_categorical(

@@ -11,13 +11,14 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator)
     left-right with probability 1/2: the CIFAR augmentation of He et al. 2016."""
     n, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    rows = dy[:, None] + torch.arange(h)  # (N, H) source row of each output row
-    cols = dx[:, None] + torch.arange(w)  # (N, W)
+    dev = images.device  # the random draws come from a CPU generator, then move
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+    rows = dy[:, None] + torch.arange(h, device=dev)  # (N, H) source row of each output row
+    cols = dx[:, None] + torch.arange(w, device=dev)  # (N, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     out = padded[
-        torch.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]
+        torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]
     ]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()

@@ -93,6 +93,12 @@ def restore_training_state(
     for idx, scalars in meta.pop("optimizer_scalars").items():
         state.setdefault(int(idx), {}).update(scalars)
     optimizer.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
+    # Saved tensors are contiguous; a channels_last parameter needs its moment buffers laid out
+    # as it is, or fused optimizers pair the wrong elements (they walk memory, not indices).
+    for param, param_state in optimizer.state.items():
+        for name, value in param_state.items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                param_state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
     torch.set_rng_state(tensors["rng/torch"])
     for name, generator in generators.items():
         generator.set_state(tensors[f"rng/{name}"])

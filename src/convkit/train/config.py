@@ -17,6 +17,13 @@ def _setting(default: Any, help: str, choices: tuple[str, ...] | None = None) ->
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SWITCH = ("auto", "on", "off")
+
+# Settings that say how to compute, not what: a resumed run may change them.
+ENGINE_SETTINGS = ("device", "precision", "channels_last", "compile", "threads")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     recipe: str = _setting("", "the recipe these settings started from")
@@ -58,6 +65,19 @@ class TrainConfig:
     eval_batch_size: int = _setting(1000, "images per batch when evaluating")
     seed: int = _setting(0, "seed for initialisation, shuffling and dropout")
     threads: int = _setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
+    device: str = _setting(
+        "auto", "where to train: auto picks a CUDA or Apple GPU when present", DEVICES
+    )
+    precision: str = _setting(
+        "auto",
+        "arithmetic: auto is bf16 autocast where the hardware does bf16 natively (CPUs with "
+        "AVX512_BF16, recent GPUs), fp16 on older GPUs, fp32 elsewhere",
+        ("auto", "fp32", "bf16", "fp16"),
+    )
+    channels_last: str = _setting(
+        "auto", "channels-last memory layout (auto: on for models with convolutions)", SWITCH
+    )
+    compile: str = _setting("off", "torch.compile the model (pays only on long runs)", SWITCH[1:])
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

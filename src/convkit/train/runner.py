@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,14 +25,15 @@ import torch
 from torch import nn
 
 from convkit.data import Batches, Split, holdout_split, load_dataset
-from convkit.data.arrays import channel_stats
+from convkit.data.arrays import channel_stats, shard_of
 from convkit.data.augment import random_crop_flip
 from convkit.errors import ConfigError
 from convkit.fileio import read_json, write_json, write_text
 from convkit.models import create_model
 from convkit.train import checkpoint
 from convkit.train.config import TrainConfig
-from convkit.train.loop import evaluate, train_one_epoch
+from convkit.train.engine import Engine, launched_by_torchrun, resolve_engine
+from convkit.train.loop import means, predict_sums, train_one_epoch
 from convkit.train.optim import build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
 from convkit.train.provenance import provenance
@@ -116,16 +118,38 @@ def train(
     progress: Progress | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Train `cfg` into a new run folder (`out`, or runs/<recipe>-<time>); returns the result."""
-    run = RunDir(Path(out) if out else new_run_dir(cfg.recipe or cfg.model))
+    """Train `cfg` into a new run folder (`out`, or runs/<recipe>-<time>); returns the result.
+
+    Under torchrun every process calls this; give them the same --out (the default name holds
+    the start time, which the processes might not agree on, so rank 0's is shared)."""
+    run = RunDir(Path(out) if out else _shared_run_dir(cfg.recipe or cfg.model))
     if run.last.exists():
         raise ConfigError(
             f"{run.root} already holds a run; resume it with --resume {run.root}, "
             f"or choose another --out"
         )
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_json(run.config, cfg.to_dict())
+    if _rank() == 0:
+        run.root.mkdir(parents=True, exist_ok=True)
+        write_json(run.config, cfg.to_dict())
     return _fit(cfg, run, False, data_dir, download, progress or Progress(), started)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _shared_run_dir(name: str) -> Path:
+    """A new run folder's name, chosen by rank 0 and shared with the other processes."""
+    path = new_run_dir(name)
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")  # the engine reuses it on the CPU
+        names = [str(path)]
+        dist.broadcast_object_list(names, src=0)
+        path = Path(names[0])
+    return path
 
 
 def resume(
@@ -137,7 +161,9 @@ def resume(
     progress: Progress | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Continue an interrupted run from its last finished epoch (model, optimizer, RNG, history)."""
+    """Continue an interrupted run from its last finished epoch (model, optimizer, RNG, history).
+
+    The number of processes may differ from the interrupted run's."""
     run = RunDir(Path(run_dir))
     if not run.last.exists() or not run.config.exists():
         raise ConfigError(
@@ -147,7 +173,8 @@ def resume(
     cfg = TrainConfig.from_dict(read_json(run.config), str(run.config))
     if overrides:
         cfg = cfg.merged(overrides, "command line")
-        write_json(run.config, cfg.to_dict())
+        if _rank() == 0:
+            write_json(run.config, cfg.to_dict())
     return _fit(cfg, run, True, data_dir, download, progress or Progress(), started)
 
 
@@ -164,7 +191,7 @@ def _fit(
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)  # initialisation and dropout
+    torch.manual_seed(cfg.seed)  # initialisation (and dropout, in one process)
     shuffle = torch.Generator().manual_seed(cfg.seed)  # the order of training samples
     augment_rng = torch.Generator().manual_seed(cfg.seed + 1)  # crops and flips
     generators = {"shuffle": shuffle, "augment": augment_rng}
@@ -176,18 +203,35 @@ def _fit(
     model = create_model(
         cfg.model, num_classes=data.spec.num_classes, in_channels=c, input_size=(h, w)
     )
-    optimizer = build_optimizer(cfg, model.parameters())
+    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, cfg.compile, model)
+    rank, world = engine.dist.rank, engine.dist.world_size
+    if rank != 0:
+        progress = Progress(enabled=False)  # rank 0 alone prints and writes the run folder
+    model, step_model = engine.prepare(model)
+    optimizer = build_optimizer(cfg, model.parameters(), engine.device)
     norm = normalization(cfg, train_split)
     augment = (
         partial(random_crop_flip, pad=4, generator=augment_rng)
         if cfg.augment == "crop-flip"
         else None
     )
-    train_batches = Batches(
-        train_split, cfg.batch_size, shuffle=True, generator=shuffle, augment=augment, **norm
-    )
-    val_batches = Batches(val_split, cfg.eval_batch_size, **norm)
+    layout = {"memory_format": engine.memory_format, **norm}
+    dev = engine.device
+    try:
+        train_batches = Batches(
+            train_split.to(dev),
+            cfg.batch_size,
+            shuffle=True,
+            generator=shuffle,
+            augment=augment,
+            shard=(rank, world),
+            **layout,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
     scheduler = build_schedule(cfg, optimizer, len(train_batches))
+    scaler = engine.grad_scaler()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # categorical cross-entropy
 
     history: list[dict[str, Any]] = []
@@ -204,23 +248,37 @@ def _fit(
         first_epoch = meta["epoch"] + 1
         history = [m for m in run.read_metrics() if m["epoch"] <= meta["epoch"]]
         progress.message(f"Resuming {run.root} after epoch {meta['epoch']} of {cfg.epochs}")
+    if rank != 0:
+        # The checkpoint holds rank 0's random streams; the others draw their own dropout
+        # masks and crops (the shuffle order is shared: every process must agree on it).
+        torch.manual_seed(cfg.seed + 1000 * rank + first_epoch)
+        augment_rng.manual_seed(cfg.seed + 1 + 1000 * rank + first_epoch)
     stopped_early = bool(cfg.patience) and since_best >= cfg.patience
 
     progress.message(
         f"Training {cfg.model} on {cfg.dataset}: {len(train_split):,} train / {len(val_split):,} "
         f"val / {len(data.test):,} test images, {count_params(model):,} parameters -> {run.root}"
     )
+    progress.message(_engine_line(engine))
     for epoch in range(first_epoch, cfg.epochs + 1):
         if stopped_early:
             break
         t0 = time.perf_counter()
         progress.start_epoch(epoch, cfg.epochs, len(train_batches))
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(
-            model, train_batches, optimizer, loss_fn, per_step(scheduler), progress.step
+        sums = train_one_epoch(
+            step_model,
+            train_batches,
+            optimizer,
+            loss_fn,
+            per_step(scheduler),
+            progress.step,
+            engine.autocast,
+            scaler,
         )
+        tr = means(dict(zip(SUMS, engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
         t_train = time.perf_counter() - t0
-        va = evaluate(model, val_batches, loss_fn) if len(val_split) else None
+        va = _evaluate(engine, model, val_batches, loss_fn) if len(val_split) else None
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         if scheduler is not None and per_step(scheduler) is None:
@@ -242,28 +300,21 @@ def _fit(
             "improved": improved,
         }
         history.append(record)
-        if improved or cfg.keep == "last":
-            checkpoint.save_weights(
-                run.model,
+        if rank == 0:
+            _save_weights(cfg, run, model, norm, record)
+            run.write_metrics(history)
+            checkpoint.save_training_state(
+                run.last,
                 model,
+                optimizer,
+                generators,
                 config=cfg.to_dict(),
                 epoch=epoch,
-                val_loss=record["val_loss"],
-                normalization={k: v.tolist() for k, v in norm.items()},
+                best=best,
+                since_best=since_best,
+                train_seconds=train_seconds,
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
             )
-        run.write_metrics(history)
-        checkpoint.save_training_state(
-            run.last,
-            model,
-            optimizer,
-            generators,
-            config=cfg.to_dict(),
-            epoch=epoch,
-            best=best,
-            since_best=since_best,
-            train_seconds=train_seconds,
-            scheduler=scheduler.state_dict() if scheduler is not None else None,
-        )
         progress.end_epoch(_epoch_line(record, cfg.epochs))
         stopped_early = bool(cfg.patience) and since_best >= cfg.patience
         if stopped_early:
@@ -272,9 +323,11 @@ def _fit(
                 f"epochs (best: epoch {best['epoch']})"
             )
 
+    engine.barrier()  # rank 0 has written the weights kept
     weights, _ = checkpoint.load(run.model)
     model.load_state_dict(weights)
-    test = evaluate(model, Batches(data.test, cfg.eval_batch_size, **norm), loss_fn)
+    test_batches = Batches(shard_of(data.test, rank, world).to(dev), cfg.eval_batch_size, **layout)
+    test = _evaluate(engine, model, test_batches, loss_fn)
     progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%")
     result = {
         "test_accuracy": test["accuracy"],
@@ -291,11 +344,14 @@ def _fit(
         "dataset": cfg.dataset,
         "seed": cfg.seed,
         "config": cfg.to_dict(),
+        "engine": engine.describe(),
         "data_files": {name: str(path) for name, path in data.files.items()},
         "started_at": started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(),
     }
+    if rank != 0:
+        return result
     write_json(run.result, result)
     from convkit.inspect.plots import plot_training_curves  # matplotlib loads only here
 
@@ -308,6 +364,39 @@ def _fit(
     result["seconds"] = time.perf_counter() - started
     write_json(run.result, result)
     return result
+
+
+SUMS = ("loss_sum", "correct", "seen")
+
+
+def _evaluate(engine: Engine, model: nn.Module, batches: Batches, loss_fn) -> dict[str, float]:
+    """Mean loss and accuracy over every process's shard of an evaluation set."""
+    sums = predict_sums(model, batches, loss_fn, engine.autocast)
+    return means(dict(zip(SUMS, engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
+
+
+def _save_weights(cfg: TrainConfig, run: RunDir, model: nn.Module, norm, record) -> None:
+    if record["improved"] or cfg.keep == "last":
+        checkpoint.save_weights(
+            run.model,
+            model,
+            config=cfg.to_dict(),
+            epoch=record["epoch"],
+            val_loss=record["val_loss"],
+            normalization={k: v.tolist() for k, v in norm.items()},
+        )
+
+
+def _engine_line(engine: Engine) -> str:
+    d = engine.describe()
+    line = (
+        f"Engine: {d['device_name'] if d['device'] != 'cpu' else 'cpu'}, {d['precision']}"
+        f"{', channels_last' if d['channels_last'] else ''}"
+        f"{', compiled' if d['compile'] else ''}, {d['threads']} threads"
+    )
+    if d["world_size"] > 1:
+        line += f", {d['world_size']} processes ({d['backend']})"
+    return line
 
 
 def evaluate_run(
@@ -337,9 +426,13 @@ def evaluate_run(
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
+    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", model)
+    model, _ = engine.prepare(model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     norm = {k: torch.tensor(v) for k, v in meta.get("normalization", {}).items()}
-    test = evaluate(model, Batches(data.test, cfg.eval_batch_size, **norm), loss_fn)
+    test_split = shard_of(data.test, engine.dist.rank, engine.dist.world_size).to(engine.device)
+    batches = Batches(test_split, cfg.eval_batch_size, memory_format=engine.memory_format, **norm)
+    test = _evaluate(engine, model, batches, loss_fn)
     history = run.read_metrics()
     return {
         "test_accuracy": test["accuracy"],
@@ -352,4 +445,5 @@ def evaluate_run(
         "run_dir": str(run.root),
         "model": cfg.model,
         "dataset": cfg.dataset,
+        "engine": engine.describe(),
     }

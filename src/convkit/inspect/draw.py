@@ -1,0 +1,205 @@
+"""Pictures of the analyses (matplotlib, Agg), each written atomically as PNG: a thin front end
+over inspect/analyses.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from convkit.fileio import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _image(ax, chw: np.ndarray, title: str = "", fontsize: int = 8) -> None:
+    """Show a (C, H, W) uint8 or [0, 1] float image: grey or RGB."""
+    img = chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
+    ax.imshow(
+        img, cmap="gray" if chw.shape[0] == 1 else None, vmin=0, vmax=img.max() > 1 and 255 or 1
+    )
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=fontsize)
+
+
+def confusion_figure(conf, path: Path, title: str) -> Path:
+    k = len(conf.classes)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [1.2, 1]})
+    m = conf.matrix
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if m[i, j]:
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xticks(range(k), conf.classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), conf.classes)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix (counts; colour: share of the true class)\n{title}")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the row")
+    y = np.arange(k)
+    bx.barh(y - 0.2, conf.precision, 0.4, label="precision (of predictions, right)")
+    bx.barh(y + 0.2, conf.recall, 0.4, label="recall = per-class accuracy")
+    bx.set_yticks(y, conf.classes)
+    bx.invert_yaxis()
+    lo = max(0.0, math.floor(10 * min(conf.precision.min(), conf.recall.min())) / 10 - 0.1)
+    bx.set_xlim(lo, 1.0)
+    bx.axvline(conf.accuracy, color="grey", linestyle="--", label=f"accuracy {conf.accuracy:.2%}")
+    bx.legend(loc="lower left", fontsize=8)
+    bx.set_title("Per class")
+    bx.grid(axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def gallery_figure(
+    images: np.ndarray, captions: list[str], path: Path, title: str, cols: int = 8
+) -> Path:
+    n = len(images)
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, cap in zip(axes.flat, images, captions, strict=False):
+        _image(ax, img, cap, fontsize=7)
+        ax.axis("on")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _tiles(weights: np.ndarray) -> tuple[list[np.ndarray], float, bool]:
+    """Kernels (F, C, h, w) as pictures: RGB for 3 input channels (mid-grey is zero), otherwise
+    the mean over input channels on a shared scale centred at zero."""
+    scale = float(np.abs(weights).max()) or 1.0
+    if weights.shape[1] == 3:
+        return [(w / scale * 0.5 + 0.5).clip(0, 1) for w in weights], scale, True
+    return [w.mean(0) for w in weights], float(np.abs(weights.mean(1)).max()) or 1.0, False
+
+
+def filters_figure(info: dict[str, Any], path: Path, title: str, limit: int = 64) -> Path:
+    w = info["weights"][:limit]
+    tiles, scale, rgb = _tiles(w)
+    n = len(tiles)
+    cols = min(16, n) if info["kind"] == "conv" else 8
+    rows = math.ceil(n / cols)
+    size = 0.9 if info["kind"] == "conv" else 1.4
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 1.0), squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        if rgb:
+            ax.imshow(tiles[i].transpose(1, 2, 0), interpolation="nearest")
+        else:
+            im = ax.imshow(
+                tiles[i], cmap="RdBu_r", vmin=-scale, vmax=scale, interpolation="nearest"
+            )
+        ax.set_title(str(i), fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=axes, fraction=0.02, label="weight (red +, blue -)")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def feature_maps_figure(
+    layers: list[dict[str, Any]], image: np.ndarray, path: Path, title: str, limit: int = 64
+) -> Path:
+    """The input, then per layer a grid of its channels (each on its own scale, bright = strong)."""
+    blocks = [(min(len(la["maps"]), limit), la) for la in layers]
+    cols = 16
+    heights = [1.6] + [math.ceil(n / cols) * 0.85 + 0.35 for n, _ in blocks]
+    fig = plt.figure(figsize=(cols * 0.8, sum(heights) + 0.6))
+    grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
+    ax = fig.add_subplot(grid[0])
+    _image(ax, image, "input")
+    for b, (n, la) in enumerate(blocks, start=1):
+        sub = grid[b].subgridspec(math.ceil(n / cols), cols, wspace=0.05, hspace=0.05)
+        maps = la["maps"]
+        for c in range(n):
+            a = fig.add_subplot(sub[c // cols, c % cols])
+            a.imshow(maps[c], cmap="viridis", interpolation="nearest")
+            a.set_xticks([]), a.set_yticks([])
+            if c == 0:
+                shape = "x".join(map(str, maps.shape))
+                a.set_title(f"{la['layer']}  ({shape})", fontsize=9, loc="left", x=0)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def patches_figure(tiles: list[list[np.ndarray]], path: Path, title: str, limit: int = 64) -> Path:
+    """Per filter a mosaic of its top patches (each patch scaled up, nearest neighbour)."""
+    tiles = tiles[:limit]
+    n = len(tiles)
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1 + 0.8), squeeze=False)
+    for f, ax in enumerate(axes.flat):
+        ax.set_xticks([]), ax.set_yticks([])
+        if f >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(_mosaic(tiles[f]), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(f"filter {f}", fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _mosaic(patches: list[np.ndarray], gap: int = 1) -> np.ndarray:
+    """Patches (C, h, w) uint8 of possibly different sizes (clipped at borders), in a square
+    grid, each pasted top-left into an h x w cell, cells separated by white lines."""
+    k = math.ceil(math.sqrt(len(patches)))
+    c = patches[0].shape[0]
+    h = max(p.shape[1] for p in patches)
+    w = max(p.shape[2] for p in patches)
+    out = np.full((c, k * (h + gap) - gap, k * (w + gap) - gap), 255, dtype=np.uint8)
+    for i, p in enumerate(patches):
+        r, q = divmod(i, k)
+        out[
+            :,
+            r * (h + gap) : r * (h + gap) + p.shape[1],
+            q * (w + gap) : q * (w + gap) + p.shape[2],
+        ] = p
+    return out[0] if c == 1 else out.transpose(1, 2, 0)
+
+
+def attention_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Per image: the original, the converted input, Grad-CAM and saliency overlays."""
+    cols = 4
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 2.8, len(rows) * 3.0 + 0.5),
+                             squeeze=False)  # fmt: skip
+    for r, row in enumerate(rows):
+        a = axes[r]
+        a[0].imshow(row["original"], cmap="gray" if row["original"].ndim == 2 else None)
+        a[0].set_title(f"{row['label']}\n{row['conversion']}", fontsize=7)
+        _image(a[1], row["converted"], f"model input\npredicted: {row['predicted']}", fontsize=7)
+        base = row["converted"].mean(0)
+        for ax, key, name in ((a[2], "gradcam", "Grad-CAM"), (a[3], "saliency", "saliency")):
+            ax.imshow(base, cmap="gray")
+            if row.get(key) is not None:
+                im = ax.imshow(row[key], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                ax.set_title(f"{name} for '{row['target']}'", fontsize=7)
+            else:
+                ax.set_title(f"{name}: {row.get(key + '_note', 'n/a')}", fontsize=7)
+        for ax in a:
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    if any(row.get("gradcam") is not None or row.get("saliency") is not None for row in rows):
+        fig.colorbar(im, ax=axes, fraction=0.02, label="importance (0 to 1, red = most)")
+    return _save(fig, path)

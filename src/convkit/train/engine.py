@@ -1,0 +1,197 @@
+"""How a run computes: device, precision, memory layout, compilation and processes.
+
+The TrainConfig says `auto` for most of these; `resolve_engine` turns that into concrete choices
+for this machine, and the run's result records them.
+
+* device: auto picks CUDA, then Apple's MPS, then the CPU.
+* precision: bf16 autocast where the hardware does bf16 natively (CPUs with AVX512_BF16 or AMX,
+  CUDA GPUs from Ampere on); fp16 with a gradient scaler on older CUDA GPUs; fp32 elsewhere.
+  fp16 is refused on the CPU: it has no fast path there and would only lose precision.
+* channels_last: on for models with convolutions (oneDNN and cuDNN run them faster that way).
+* distributed: under torchrun (RANK/WORLD_SIZE set), DistributedDataParallel with gloo on the
+  CPU and NCCL on GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from convkit.errors import ConfigError
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX512_BF16 or AMX-BF16)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", _local_rank() if torch.cuda.device_count() > 1 else 0)
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device=cuda, but PyTorch sees no CUDA GPU here; use --device cpu or auto"
+            )
+        return torch.device("cuda", _local_rank() % torch.cuda.device_count())
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps, but PyTorch sees no Apple GPU here; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if device.type == "cpu":
+            return "bf16" if cpu_has_native_bf16() else "fp32"
+        return "fp32"
+    if name == "fp16" and device.type == "cpu":
+        raise ConfigError(
+            "precision=fp16 on the CPU: it has no fast fp16 path and would only lose "
+            "precision; use bf16 (fast on CPUs with AVX512_BF16) or fp32"
+        )
+    return name
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init_distributed(device: torch.device) -> Distributed:
+    """Join the process group torchrun set up (once per process); one process otherwise."""
+    import torch.distributed as dist
+
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+        return Distributed()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), _local_rank(), backend)
+
+
+@dataclass(frozen=True)
+class Engine:
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16
+    channels_last: bool
+    compile: bool
+    dist: Distributed
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        """fp16 needs its loss scaled so small gradients do not flush to zero; bf16 does not."""
+        return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    def prepare(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(the model, moved and laid out; the module to call for training steps)."""
+        model = model.to(self.device, memory_format=self.memory_format)
+        step_module: nn.Module = model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            step_module = DistributedDataParallel(model, device_ids=ids)
+        if self.compile:
+            step_module = torch.compile(step_module)
+        return model, step_module
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else self.device.type,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "world_size": self.dist.world_size,
+            "backend": self.dist.backend or None,
+            "threads": torch.get_num_threads(),
+        }
+
+    def all_sum(self, *values: float) -> list[float]:
+        """Sums of `values` over all processes (the values themselves in one process)."""
+        if not self.dist.active:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.dist.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def resolve_engine(
+    device: str, precision: str, channels_last: str, compile: str, model: nn.Module
+) -> Engine:
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    layout = has_convolutions(model) if channels_last == "auto" else channels_last == "on"
+    return Engine(dev, prec, layout, compile == "on", init_distributed(dev))

@@ -6,6 +6,8 @@ Every function takes a model in eval mode and float images as the model expects 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +24,19 @@ from convkit.models.layers import GlobalAvgPool, MaxPool
 
 
 @torch.inference_mode()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> np.ndarray:
-    """Softmax probabilities (N, classes), in fp32."""
+def predict_proba(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> np.ndarray:
+    """Softmax probabilities (N, classes) as fp32, the forward pass under `autocast`."""
     model.eval()
-    out = [F.softmax(model(x[i : i + batch_size]).float(), 1) for i in range(0, len(x), batch_size)]
+    out = []
+    for i in range(0, len(x), batch_size):
+        with autocast():
+            logits = model(x[i : i + batch_size])
+        out.append(F.softmax(logits.float(), 1))
     return torch.cat(out).numpy()
 
 

@@ -36,7 +36,9 @@ def _image(ax, chw: np.ndarray, title: str = "", fontsize: int = 8) -> None:
 
 def confusion_figure(conf, path: Path, title: str) -> Path:
     k = len(conf.classes)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [1.2, 1]})
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(15, 7), gridspec_kw={"width_ratios": [1.25, 1]}, layout="constrained"
+    )
     m = conf.matrix
     share = m / np.maximum(m.sum(1, keepdims=True), 1)
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -59,7 +61,7 @@ def confusion_figure(conf, path: Path, title: str) -> Path:
     lo = max(0.0, math.floor(10 * min(conf.precision.min(), conf.recall.min())) / 10 - 0.1)
     bx.set_xlim(lo, 1.0)
     bx.axvline(conf.accuracy, color="grey", linestyle="--", label=f"accuracy {conf.accuracy:.2%}")
-    bx.legend(loc="lower left", fontsize=8)
+    bx.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=2, fontsize=8)
     bx.set_title("Per class")
     bx.grid(axis="x", alpha=0.3)
     return _save(fig, path)
@@ -70,14 +72,15 @@ def gallery_figure(
 ) -> Path:
     n = len(images)
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.6, rows * 1.9 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 1.6, rows * 1.9 + 0.6), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     for ax, img, cap in zip(axes.flat, images, captions, strict=False):
         _image(ax, img, cap, fontsize=7)
         ax.axis("on")
     fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -97,7 +100,9 @@ def filters_figure(info: dict[str, Any], path: Path, title: str, limit: int = 64
     cols = min(16, n) if info["kind"] == "conv" else 8
     rows = math.ceil(n / cols)
     size = 0.9 if info["kind"] == "conv" else 1.4
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size + 1.0), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * size, rows * size + 0.6), squeeze=False, layout="constrained"
+    )
     im = None
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([]), ax.set_yticks([])
@@ -123,8 +128,8 @@ def feature_maps_figure(
     """The input, then per layer a grid of its channels (each on its own scale, bright = strong)."""
     blocks = [(min(len(la["maps"]), limit), la) for la in layers]
     cols = 16
-    heights = [1.6] + [math.ceil(n / cols) * 0.85 + 0.35 for n, _ in blocks]
-    fig = plt.figure(figsize=(cols * 0.8, sum(heights) + 0.6))
+    heights = [2.2] + [math.ceil(n / cols) * 0.85 + 0.35 for n, _ in blocks]
+    fig = plt.figure(figsize=(cols * 0.8, sum(heights) + 0.6), layout="constrained")
     grid = fig.add_gridspec(len(heights), 1, height_ratios=heights)
     ax = fig.add_subplot(grid[0])
     _image(ax, image, "input")
@@ -148,7 +153,9 @@ def patches_figure(tiles: list[list[np.ndarray]], path: Path, title: str, limit:
     n = len(tiles)
     cols = min(8, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.1 + 0.8), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 1.9, rows * 2.1 + 0.5), squeeze=False, layout="constrained"
+    )
     for f, ax in enumerate(axes.flat):
         ax.set_xticks([]), ax.set_yticks([])
         if f >= n:
@@ -182,7 +189,7 @@ def attention_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path
     """Per image: the original, the converted input, Grad-CAM and saliency overlays."""
     cols = 4
     fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 2.8, len(rows) * 3.0 + 0.5),
-                             squeeze=False)  # fmt: skip
+                             squeeze=False, layout="constrained")  # fmt: skip
     for r, row in enumerate(rows):
         a = axes[r]
         a[0].imshow(row["original"], cmap="gray" if row["original"].ndim == 2 else None)
@@ -195,11 +202,13 @@ def attention_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path
                 im = ax.imshow(row[key], cmap="jet", alpha=0.5, vmin=0, vmax=1)
                 ax.set_title(f"{name} for '{row['target']}'", fontsize=7)
             else:
-                ax.set_title(f"{name}: {row.get(key + '_note', 'n/a')}", fontsize=7)
+                ax.clear()
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{name}:\n{row.get(key + '_note', 'n/a')}", ha="center",
+                        va="center", fontsize=9, transform=ax.transAxes)  # fmt: skip
         for ax in a:
             ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title)
-    fig.tight_layout()
     if any(row.get("gradcam") is not None or row.get("saliency") is not None for row in rows):
         fig.colorbar(im, ax=axes, fraction=0.02, label="importance (0 to 1, red = most)")
     return _save(fig, path)

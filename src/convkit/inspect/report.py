@@ -49,7 +49,7 @@ def section_curves(lr: LoadedRun, out: Path, **_: Any) -> dict[str, Any]:
 
 def section_confusion(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
     images, labels = _test_tensors(lr, state.get("limit"))
-    proba = A.predict_proba(lr.model, lr.preprocess(images))
+    proba = A.predict_proba(lr.model, lr.preprocess(images), autocast=lr.autocast)
     state["proba"], state["labels"], state["images"] = proba, labels, images
     conf = A.confusion(labels, proba.argmax(1), lr.classes)
     draw.confusion_figure(conf, out / "confusion.png", f"{_title(lr)}, {len(labels):,} test images")
@@ -113,7 +113,9 @@ def section_filters(lr: LoadedRun, out: Path, **_: Any) -> dict[str, Any]:
             f"({info['layer']}), each reshaped to the {lr.image_shape[1]}x{lr.image_shape[2]} "
             "input: red pixels push the unit up, blue pixels push it down, white ones do not "
             "matter. Each unit is a template matched against the whole image at once, which "
-            "is why an MLP cannot reuse what it learned at one place at another."
+            "is why an MLP cannot reuse what it learned at one place at another. Speckle "
+            "that follows no stroke is pixels that are black in (almost) every training "
+            "image: they give no gradient, so their weights keep their random start."
         )
         title = f"First dense layer as input-sized templates, {_title(lr)}"
     draw.filters_figure(info, out / "filters.png", title)
@@ -132,7 +134,8 @@ def _inputs(lr: LoadedRun, state: dict) -> list[dict[str, Any]]:
     """The images to look at: the user's files, test-set indices, or test image 0."""
     if "inputs" in state:
         return state["inputs"]
-    inputs = [load_image(p, lr.image_shape) for p in state.get("image_files", [])]
+    digits = lr.cfg.dataset == "mnist"
+    inputs = [load_image(p, lr.image_shape, digit_frame=digits) for p in state["image_files"]]
     images, labels = _test_tensors(lr)
     indices = state.get("indices") or ([] if inputs else [0])
     for i in indices:
@@ -209,7 +212,7 @@ def section_attention(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[s
     rows, data = [], []
     for item in _inputs(lr, state):
         x = lr.preprocess(torch.from_numpy(item["converted"])[None])
-        proba = A.predict_proba(lr.model, x)[0]
+        proba = A.predict_proba(lr.model, x, autocast=lr.autocast)[0]
         top = np.argsort(-proba)[:3]
         cls = lr.classes.index(target) if target is not None else int(top[0])
         sal = A.saliency(lr.model, x, cls)

@@ -156,11 +156,21 @@ def test_any_image_is_converted_as_the_run_expects(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "digit.png")
     got = load_image(tmp_path / "digit.png", (1, 28, 28))
     assert got["converted"].shape == (1, 28, 28) and got["converted"].dtype == np.uint8
-    assert (
-        got["conversion"]
-        == "100x60 RGBA -> grey -> resized to 28x28 -> inverted (light background)"
-    )
+    conversion = "100x60 RGBA -> grey -> inverted (light background) -> resized to 28x28"
+    assert got["conversion"] == conversion
     assert got["converted"][0, 14, 14] == 255 and got["converted"][0, 0, 0] == 0
+    # For MNIST, a drawing is framed as MNIST's digits were: the ink fit in 20x20, its centre
+    # of mass at the centre of 28x28, wherever it was drawn.
+    rgba[:] = 255
+    rgba[5:15, 80:85, :3] = 0  # a small upright stroke near the top-right corner
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "stroke.png")
+    got = load_image(tmp_path / "stroke.png", (1, 28, 28), digit_frame=True)
+    a = got["converted"][0].astype(float)
+    rows, cols = np.nonzero(a)
+    assert rows.max() - rows.min() + 1 == 20 and cols.max() - cols.min() + 1 <= 12
+    assert (a.sum(1) * np.arange(28)).sum() / a.sum() == pytest.approx(13.5, abs=0.5)
+    assert (a.sum(0) * np.arange(28)).sum() / a.sum() == pytest.approx(13.5, abs=0.5)
+    assert got["conversion"].endswith("centred by mass in 28x28 (as MNIST)")
     grey = np.zeros((32, 32), dtype=np.uint8)
     Image.fromarray(grey, "L").save(tmp_path / "grey.jpg")
     got = load_image(tmp_path / "grey.jpg", (3, 32, 32))

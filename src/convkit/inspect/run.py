@@ -16,11 +16,9 @@ from convkit.data import load_dataset
 from convkit.data.arrays import Split, to_float
 from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError
-from convkit.models import create_model
-from convkit.train import checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.engine import resolve_precision
-from convkit.train.runner import RunDir
+from convkit.train.runner import RunDir, load_kept_model
 
 CPU = torch.device("cpu")
 
@@ -61,21 +59,9 @@ class LoadedRun:
 def load_run(
     run_dir: str | Path, *, data_dir: str | Path | None = None, download: bool = True
 ) -> LoadedRun:
-    run = RunDir(Path(run_dir))
-    if not run.model.exists():
-        raise ConfigError(
-            f"{run.root} is not a run folder with weights (no {run.model.name}); "
-            f"train one with `convkit train RECIPE --out {run.root}`"
-        )
-    weights, meta = checkpoint.load(run.model)
-    cfg = TrainConfig.from_dict(meta["config"], str(run.model))
+    run, cfg, model, meta = load_kept_model(run_dir)
     spec = get_dataset_spec(cfg.dataset)
     c, h, w = spec.image_shape
-    model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=c, input_size=(h, w))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
     model.eval()
     norm = meta.get("normalization") or {}
     return LoadedRun(

@@ -27,6 +27,7 @@ from torch import nn
 from convkit.data import Batches, Split, holdout_split, load_dataset
 from convkit.data.arrays import channel_stats, shard_of
 from convkit.data.augment import random_crop_flip
+from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError
 from convkit.fileio import read_json, write_json, write_text
 from convkit.models import create_model
@@ -399,6 +400,26 @@ def _engine_line(engine: Engine) -> str:
     return line
 
 
+def load_kept_model(run_dir: str | Path) -> tuple[RunDir, TrainConfig, nn.Module, dict[str, Any]]:
+    """(run folder, config, model with the kept weights, the weights' metadata) of a run."""
+    run = RunDir(Path(run_dir))
+    if not run.model.exists():
+        raise ConfigError(
+            f"{run.root} is not a run folder with weights (no {run.model.name}); "
+            f"train one with `convkit train RECIPE --out {run.root}`"
+        )
+    weights, meta = checkpoint.load(run.model)
+    cfg = TrainConfig.from_dict(meta["config"], str(run.model))
+    spec = get_dataset_spec(cfg.dataset)
+    c, h, w = spec.image_shape
+    model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=c, input_size=(h, w))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
+    return run, cfg, model, meta
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -409,23 +430,8 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Rebuild the model of a run folder from its checkpoint and measure it on the test set."""
     started = time.perf_counter() if started is None else started
-    run = RunDir(Path(run_dir))
-    if not run.model.exists():
-        raise ConfigError(
-            f"{run.root} is not a run folder with weights (no {run.model.name}); "
-            f"train one with `convkit train RECIPE --out {run.root}`"
-        )
-    weights, meta = checkpoint.load(run.model)
-    cfg = TrainConfig.from_dict(meta["config"], str(run.model))
+    run, cfg, model, meta = load_kept_model(run_dir)
     data = load_dataset(cfg.dataset, data_dir, download=download, log=log)
-    c, h, w = data.spec.image_shape
-    model = create_model(
-        cfg.model, num_classes=data.spec.num_classes, in_channels=c, input_size=(h, w)
-    )
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
     engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", model)
     model, _ = engine.prepare(model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

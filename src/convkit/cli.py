@@ -348,6 +348,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"Run folder: {result['run_dir']} (train {result['train_seconds']:.1f}s, "
             f"total {result['seconds']:.1f}s)"
         )
+        print(f"See what it learned: convkit inspect {result['run_dir']}")
     return 0
 
 

@@ -249,8 +249,8 @@ def test_report_for_a_cnn_references_only_files_that_exist(cnn_run, real_cifar, 
 def test_one_section_alone_and_bad_requests(cnn_run, real_cifar, tmp_path, capsys):
     out = tmp_path / "filters"
     common = ["--data-dir", str(real_cifar), "--limit", "200"]
-    assert main(["inspect", str(cnn_run), "patches", "--layer", "conv2d_1", "--out", str(out),
-                 *common]) == 0  # fmt: skip
+    assert main(["inspect", str(cnn_run), "--layer", "conv2d_1", "--out", str(out),
+                 *common, "patches"]) == 0  # fmt: skip
     report = _check_report(out)
     assert list(report["sections"]) == ["patches"]
     assert report["sections"]["patches"]["data"]["receptive_field"] == [2, 2]

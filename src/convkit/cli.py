@@ -560,7 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["train"]
         else None
     )
-    args = build_parser(recipe).parse_args(argv)
+    parser = build_parser(recipe)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "inspect" and not any(e.startswith("-") for e in extra):
+        args.sections += extra  # section names given after options: `inspect RUN --limit 9 filters`
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except ConvkitError as exc:

@@ -54,13 +54,16 @@ def section_confusion(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[s
     conf = A.confusion(labels, proba.argmax(1), lr.classes)
     draw.confusion_figure(conf, out / "confusion.png", f"{_title(lr)}, {len(labels):,} test images")
     pairs = "; ".join(
-        f"{p['true']} taken for {p['predicted']} {p['count']} times" for p in conf.most_confused[:3]
+        f"{p['true']} taken for {p['predicted']} "
+        f"{'once' if p['count'] == 1 else str(p['count']) + ' times'}"
+        for p in conf.most_confused[:3]
     )
     return {
         "images": ["confusion.png"],
         "caption": "Each row is a true class, each column the class the model chose; the "
         "diagonal holds the right answers. Bright cells off the diagonal are the classes the "
-        f"model mixes up. Test accuracy {conf.accuracy:.2%}. Most confused: {pairs or 'none'}. "
+        f"model mixes up. Accuracy on these {len(labels):,} test images: {conf.accuracy:.2%}. "
+        f"Most confused: {pairs or 'none'}. "
         "Right: precision (of the images predicted as a class, the share that truly are) and "
         "recall (of a class's images, the share found).",
         "data": conf.to_dict(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -102,6 +103,27 @@ def test_builders_take_in_channels_and_input_size():
     model = create_model("mnist-mlp", num_classes=100, in_channels=3, input_size=(32, 32))
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert sum(p.numel() for p in model.parameters()) == 3072 * 512 + 512 + 512 * 512 + 512 + 51300
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_builders_take_exactly_the_sizes_and_are_named_after_the_model(name):
+    builder = model_info(name).builder
+    assert list(inspect.signature(builder).parameters) == [
+        "num_classes",
+        "in_channels",
+        "input_size",
+    ]
+    assert builder.__name__ == name.replace("-", "_")  # so `grep 'def resnet20'` finds it
+
+
+@pytest.mark.parametrize(
+    "name,kw", [("resnet18", {"l": [1, 1, 1, 1]}), ("resnet20", {"n": 1}), ("vgg11", {"bn": True})]
+)
+def test_unknown_keywords_are_refused(name, kw):
+    # These once reached the registration loops' variables and built another network.
+    (key,) = kw
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{key}'"):
+        create_model(name, **kw)
 
 
 def test_duplicate_registration_raises():

@@ -30,9 +30,6 @@ def mlp(
     description="The lecture's 512-512-10 MLP with dropout 0.2 (Keras MNIST example)",
 )
 def mnist_mlp(
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: tuple[int, int] = (28, 28),
-    dropout: float = 0.2,
+    num_classes: int = 10, in_channels: int = 1, input_size: tuple[int, int] = (28, 28)
 ) -> nn.Module:
-    return mlp(in_channels * math.prod(input_size), (512, 512), num_classes, dropout)
+    return mlp(in_channels * math.prod(input_size), (512, 512), num_classes, dropout=0.2)

@@ -65,9 +65,11 @@ def create_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
     input_size: tuple[int, int] | None = None,
-    **kwargs,
 ) -> nn.Module:
-    """Build model `name`; unspecified sizes take the model's defaults (its `ModelInfo`)."""
+    """Build model `name`; unspecified sizes take the model's defaults (its `ModelInfo`).
+
+    Builders take exactly these sizes: any other keyword is a TypeError, raised by Python.
+    """
     info = model_info(name)
     c, h, w = info.input_shape
     sizes = dict(
@@ -76,7 +78,7 @@ def create_model(
         input_size=(h, w) if input_size is None else tuple(input_size),
     )
     try:
-        return info.builder(**sizes, **kwargs)
+        return info.builder(**sizes)
     except (RuntimeError, ValueError) as exc:  # a size the architecture cannot take
         shape = ",".join(map(str, (sizes["in_channels"], *sizes["input_size"])))
         raise ConfigError(

@@ -113,38 +113,117 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-IMAGENET: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-    "resnet101": (Bottleneck, [3, 4, 23, 3]),
-    "resnet152": (Bottleneck, [3, 8, 36, 3]),
-}
+def _resnet(
+    block: type[BasicBlock | Bottleneck],
+    layers: list[int],
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    small_input: bool = False,
+) -> ResNet:
+    """The generic ResNet builder; `input_size` is unused (global pooling takes any size)."""
+    return ResNet(block, layers, num_classes, in_channels, small_input=small_input)
 
-for _name, (_block, _layers) in IMAGENET.items():
 
-    def _build(num_classes=1000, in_channels=3, input_size=(224, 224), b=_block, l=_layers):
-        return ResNet(b, l, num_classes, in_channels)
+@register(
+    "resnet18",
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-18, torchvision's layout (He et al., CVPR 2016)",
+)
+def resnet18(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _resnet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size)
 
-    register(
-        _name,
-        family="resnet",
-        input_shape=(3, 224, 224),
-        num_classes=1000,
-        description=f"ResNet-{_name[6:]}, torchvision's layout (He et al., CVPR 2016)",
-    )(_build)
 
-for _name in ("resnet18", "resnet34", "resnet50"):
+@register(
+    "resnet34",
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-34, torchvision's layout (He et al., CVPR 2016)",
+)
+def resnet34(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _resnet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size)
 
-    def _build_small(num_classes=10, in_channels=3, input_size=(32, 32), spec=IMAGENET[_name]):
-        return ResNet(spec[0], spec[1], num_classes, in_channels, small_input=True)
 
-    register(
-        f"{_name}-cifar",
-        family="resnet",
-        input_shape=(3, 32, 32),
-        description=f"ResNet-{_name[6:]} for 32x32 images: 3x3 stride-1 stem, no max-pool",
-    )(_build_small)
+@register(
+    "resnet50",
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-50, torchvision's layout (He et al., CVPR 2016)",
+)
+def resnet50(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _resnet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet101",
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-101, torchvision's layout (He et al., CVPR 2016)",
+)
+def resnet101(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _resnet(Bottleneck, [3, 4, 23, 3], num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet152",
+    family="resnet",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="ResNet-152, torchvision's layout (He et al., CVPR 2016)",
+)
+def resnet152(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _resnet(Bottleneck, [3, 8, 36, 3], num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet18-cifar",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-18 for 32x32 images: 3x3 stride-1 stem, no max-pool",
+)
+def resnet18_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _resnet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, input_size, small_input=True)
+
+
+@register(
+    "resnet34-cifar",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-34 for 32x32 images: 3x3 stride-1 stem, no max-pool",
+)
+def resnet34_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _resnet(BasicBlock, [3, 4, 6, 3], num_classes, in_channels, input_size, small_input=True)
+
+
+@register(
+    "resnet50-cifar",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-50 for 32x32 images: 3x3 stride-1 stem, no max-pool",
+)
+def resnet50_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _resnet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, input_size, small_input=True)
 
 
 class ShortcutA(nn.Module):
@@ -196,15 +275,76 @@ class CifarResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
-for _depth in (20, 32, 44, 56, 110):
+def _cifar_resnet(
+    depth: int, num_classes: int, in_channels: int, input_size: tuple[int, int]
+) -> CifarResNet:
+    """The generic CIFAR ResNet builder: `depth` = 6n + 2 weighted layers, n blocks a stage;
+    `input_size` is unused (global pooling takes any size)."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"expected depth = 6n + 2 with n >= 1, received depth={depth}")
+    return CifarResNet((depth - 2) // 6, num_classes, in_channels)
 
-    def _build_cifar(num_classes=10, in_channels=3, input_size=(32, 32), n=(_depth - 2) // 6):
-        return CifarResNet(n, num_classes, in_channels)
 
-    register(
-        f"resnet{_depth}",
-        family="resnet",
-        input_shape=(3, 32, 32),
-        description=f"ResNet-{_depth} for CIFAR: {(_depth - 2) // 6} blocks a stage, 16/32/64 "
-        f"channels, option-A shortcuts (He et al., CVPR 2016, sec. 4.2)",
-    )(_build_cifar)
+@register(
+    "resnet20",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-20 for CIFAR: 3 blocks a stage, 16/32/64 channels, option-A shortcuts "
+    "(He et al., CVPR 2016, sec. 4.2)",
+)
+def resnet20(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _cifar_resnet(20, num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet32",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-32 for CIFAR: 5 blocks a stage, 16/32/64 channels, option-A shortcuts "
+    "(He et al., CVPR 2016, sec. 4.2)",
+)
+def resnet32(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _cifar_resnet(32, num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet44",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-44 for CIFAR: 7 blocks a stage, 16/32/64 channels, option-A shortcuts "
+    "(He et al., CVPR 2016, sec. 4.2)",
+)
+def resnet44(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _cifar_resnet(44, num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet56",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-56 for CIFAR: 9 blocks a stage, 16/32/64 channels, option-A shortcuts "
+    "(He et al., CVPR 2016, sec. 4.2)",
+)
+def resnet56(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _cifar_resnet(56, num_classes, in_channels, input_size)
+
+
+@register(
+    "resnet110",
+    family="resnet",
+    input_shape=(3, 32, 32),
+    description="ResNet-110 for CIFAR: 18 blocks a stage, 16/32/64 channels, option-A shortcuts "
+    "(He et al., CVPR 2016, sec. 4.2)",
+)
+def resnet110(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _cifar_resnet(110, num_classes, in_channels, input_size)

@@ -73,53 +73,176 @@ class VGG(nn.Module):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))
 
 
-def vgg(name: str, batch_norm: bool, num_classes: int, in_channels: int) -> VGG:
-    """ImageNet VGG: adaptive pooling to 7x7, dense 4096-4096."""
-    return VGG(
-        make_layers(CONFIGS[name], in_channels, batch_norm), num_classes, 4096, (7, 7), 512 * 7 * 7
-    )
+def _vgg(
+    config: list[int | str],
+    num_classes: int,
+    in_channels: int,
+    input_size: tuple[int, int],
+    batch_norm: bool,
+) -> VGG:
+    """The generic ImageNet VGG builder: adaptive pooling to 7x7, dense 4096-4096;
+    `input_size` is unused (the adaptive pool takes any size)."""
+    return VGG(make_layers(config, in_channels, batch_norm), num_classes, 4096, (7, 7), 512 * 7 * 7)
 
 
-def vgg_small(name: str, num_classes: int, in_channels: int, input_size) -> VGG:
-    """32x32 VGG: batch norm after every conv (to train from scratch), five pools (32 -> 1),
-    dense 512-512."""
+def _vgg_cifar(
+    config: list[int | str], num_classes: int, in_channels: int, input_size: tuple[int, int]
+) -> VGG:
+    """The generic 32x32 VGG builder: batch norm after every conv (to train from scratch),
+    five pools (32 -> 1), dense 512-512."""
     h, w = input_size
     return VGG(
-        make_layers(CONFIGS[name], in_channels, True),
-        num_classes,
-        512,
-        None,
-        512 * (h // 32) * (w // 32),
+        make_layers(config, in_channels, True), num_classes, 512, None, 512 * (h // 32) * (w // 32)
     )
 
 
-def _register_vgg(name: str) -> None:
-    depth = name[3:]
-    for bn in (False, True):
-        full = name + ("_bn" if bn else "")
-
-        def build(num_classes=1000, in_channels=3, input_size=(224, 224), name=name, bn=bn):
-            return vgg(name, bn, num_classes, in_channels)
-
-        register(
-            full,
-            family="vgg",
-            input_shape=(3, 224, 224),
-            num_classes=1000,
-            description=f"VGG-{depth}{' with batch norm' if bn else ''} "
-            f"(Simonyan & Zisserman, ICLR 2015)",
-        )(build)
-
-    def build_small(num_classes=10, in_channels=3, input_size=(32, 32), name=name):
-        return vgg_small(name, num_classes, in_channels, input_size)
-
-    register(
-        f"{name}-cifar",
-        family="vgg",
-        input_shape=(3, 32, 32),
-        description=f"VGG-{depth} for 32x32 images: batch norm, dense 512-512",
-    )(build_small)
+@register(
+    "vgg11",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-11 (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg11(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg11"], num_classes, in_channels, input_size, batch_norm=False)
 
 
-for _name in CONFIGS:
-    _register_vgg(_name)
+@register(
+    "vgg11_bn",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-11 with batch norm (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg11_bn(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg11"], num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register(
+    "vgg13",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-13 (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg13(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg13"], num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register(
+    "vgg13_bn",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-13 with batch norm (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg13_bn(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg13"], num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register(
+    "vgg16",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-16 (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg16(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg16"], num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register(
+    "vgg16_bn",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-16 with batch norm (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg16_bn(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg16"], num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register(
+    "vgg19",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-19 (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg19(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg19"], num_classes, in_channels, input_size, batch_norm=False)
+
+
+@register(
+    "vgg19_bn",
+    family="vgg",
+    input_shape=(3, 224, 224),
+    num_classes=1000,
+    description="VGG-19 with batch norm (Simonyan & Zisserman, ICLR 2015)",
+)
+def vgg19_bn(
+    num_classes: int = 1000, in_channels: int = 3, input_size: tuple[int, int] = (224, 224)
+) -> nn.Module:
+    return _vgg(CONFIGS["vgg19"], num_classes, in_channels, input_size, batch_norm=True)
+
+
+@register(
+    "vgg11-cifar",
+    family="vgg",
+    input_shape=(3, 32, 32),
+    description="VGG-11 for 32x32 images: batch norm, dense 512-512",
+)
+def vgg11_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _vgg_cifar(CONFIGS["vgg11"], num_classes, in_channels, input_size)
+
+
+@register(
+    "vgg13-cifar",
+    family="vgg",
+    input_shape=(3, 32, 32),
+    description="VGG-13 for 32x32 images: batch norm, dense 512-512",
+)
+def vgg13_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _vgg_cifar(CONFIGS["vgg13"], num_classes, in_channels, input_size)
+
+
+@register(
+    "vgg16-cifar",
+    family="vgg",
+    input_shape=(3, 32, 32),
+    description="VGG-16 for 32x32 images: batch norm, dense 512-512",
+)
+def vgg16_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _vgg_cifar(CONFIGS["vgg16"], num_classes, in_channels, input_size)
+
+
+@register(
+    "vgg19-cifar",
+    family="vgg",
+    input_shape=(3, 32, 32),
+    description="VGG-19 for 32x32 images: batch norm, dense 512-512",
+)
+def vgg19_cifar(
+    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+) -> nn.Module:
+    return _vgg_cifar(CONFIGS["vgg19"], num_classes, in_channels, input_size)

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import pickle
+import resource
 import tarfile
 
 import numpy as np
@@ -21,10 +22,16 @@ from conftest import (
     make_fake_cifar_bin,
 )
 
-from convkit.data import load_dataset
+from convkit.data import cifar, load_dataset
 from convkit.data.archives import safe_extract
 from convkit.data.catalog import CIFAR10
-from convkit.data.cifar import load_pickle, read_cifar_bin, read_cifar_py
+from convkit.data.cifar import (
+    load_pickle,
+    meta_names_bin,
+    meta_names_py,
+    read_cifar_bin,
+    read_cifar_py,
+)
 from convkit.errors import DataError
 
 
@@ -268,3 +275,141 @@ def test_real_cifar10(real_cifar):
         torch.tensor([125.30691805, 122.95039414, 113.86538318], dtype=torch.float64),
         atol=1e-6,
     )
+
+
+# ---- found by tests/test_fuzz.py (and by reading the code): convkit's error, and bounded -------
+
+
+def test_a_memo_index_cannot_allocate_gigabytes(tmp_path):
+    # 8 bytes: an empty list stored at memo index 2^27. The C unpickler grew its memo table to
+    # twice the index and zeroed it: 2 GB and 8 s before (2^31: 32 GB), found by
+    # test_cifar_pickles. The opcodes are now checked before anything is unpickled.
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02]r" + (2**27).to_bytes(4, "little") + b".")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match=r"data_batch_1: not a readable CIFAR pickle.*memo index"):
+        read_cifar_py(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        # a bytes8 opcode declaring 1 TB, 10 bytes given
+        (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"x" * 10, r"1099511627776 bytes"),
+        # numpy.ndarray((10**10,), "O") called by the pickle itself: 80 GB of object pointers
+        (b"cnumpy\nndarray\n((L10000000000L\ntS'O'\ntR.", r"numpy.ndarray called directly"),
+        # numpy's _reconstruct asked for a shape of its own instead of numpy's (0,)
+        (
+            b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(L10000000000L\ntS'b'\ntR.",
+            r"is not how numpy pickles",
+        ),
+        # codecs other than latin1 do work of their own (punycode is quadratic)
+        (b"c_codecs\nencode\n(Vabc\nVpunycode\ntR.", r"'punycode' is not how Python pickles"),
+    ],
+)
+def test_pickles_that_would_allocate_or_compute_are_refused(tmp_path, data, message):
+    (tmp_path / "b").write_bytes(data)
+    with pytest.raises(DataError, match=r"b: not a readable CIFAR pickle.*" + message):
+        load_pickle(tmp_path / "b")
+
+
+def test_too_many_opcodes(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar, "MAX_PICKLE_OPS", 10)
+    (tmp_path / "b").write_bytes(pickle.dumps(list(range(20)), protocol=2))
+    with pytest.raises(DataError, match=r"more than 10 pickle opcodes"):
+        load_pickle(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        # each raised something other than DataError before
+        ({b"\xff": 1}, r"key b'\\xff' is not UTF-8 text"),  # UnicodeDecodeError
+        ({1: 2, "a": 3}, r"no 'data' entry \(found: 1, a\)"),  # TypeError sorting the keys
+        (  # ValueError: a ragged list of labels
+            {b"data": np.zeros((2, 3072), np.uint8), b"labels": [[1], [1, 2]]},
+            r"expected 2 integer labels \(setting an array element",
+        ),
+    ],
+)
+def test_odd_batch_contents(tmp_path, content, message):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError, match=message):
+        read_cifar_py(path)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({b"label_names": 5}, r"expected label_names as a list of strings, found int"),
+        (
+            {b"label_names": [b"cat", 3]},
+            r"expected label_names as a list of strings, found int values among them",
+        ),
+        ({b"label_names": [b"\xff"]}, r"label name b'\\xff' is not UTF-8 text"),
+    ],
+)
+def test_odd_meta_names(tmp_path, content, message):
+    path = tmp_path / "batches.meta"
+    path.write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DataError, match=r"batches.meta: " + message):
+        meta_names_py(path)
+
+
+def test_binary_meta_that_is_not_text(tmp_path):
+    # found by test_read_cifar_bin: b"\x80" raised UnicodeDecodeError
+    (tmp_path / "batches.meta.txt").write_bytes(b"\x80")
+    with pytest.raises(DataError, match=r"batches.meta.txt: content b'\\x80' is not UTF-8"):
+        meta_names_bin(tmp_path / "batches.meta.txt")
+
+
+def tar_bytes(*members: tarfile.TarInfo, fmt=tarfile.PAX_FORMAT) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info in members:
+            tar.addfile(info, io.BytesIO(b"x" * info.size))
+    return buf.getvalue()
+
+
+def longname_chain(n: int) -> bytes:
+    link = tarfile.TarInfo("././@LongLink")
+    link.type, link.size = tarfile.GNUTYPE_LONGNAME, 2
+    block = link.tobuf(tarfile.USTAR_FORMAT) + b"a\0".ljust(512, b"\0")
+    return block * n + tarfile.TarInfo("a").tobuf(tarfile.USTAR_FORMAT) + bytes(1024)
+
+
+def member(name: str, size: int = 1, **pax) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.pax_headers = size, pax
+    return info
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        # found by test_safe_extract: a pax path with a NUL byte; ValueError before
+        (tar_bytes(member("a", path="a\x00b")), r"refusing member 'a\\x00b': a NUL byte"),
+        # a file that would replace the folder itself
+        (tar_bytes(member(".")), r"refusing member '.': a file named as the folder"),
+        (tar_bytes(member("a/..")), r"refusing member 'a/..': a file named as the folder"),
+        # 3,000 GNU long-name headers in a row: tarfile recursed once per header
+        (longname_chain(3000), r"cannot unpack into .*RecursionError"),
+    ],
+)
+def test_odd_archives(tmp_path, data, message):
+    (tmp_path / "a.tar").write_bytes(data)
+    with pytest.raises(DataError, match=r"a.tar: " + message):
+        safe_extract(tmp_path / "a.tar", tmp_path / "dest")
+    assert list((tmp_path / "dest").rglob("*")) == []
+
+
+def test_archive_size_limits(tmp_path):
+    (tmp_path / "a.tar").write_bytes(tar_bytes(member("a", 600), member("b", 600)))
+    with pytest.raises(DataError, match=r"a.tar: refusing to unpack more than .* 1,000 bytes"):
+        safe_extract(tmp_path / "a.tar", tmp_path / "dest", max_bytes=1000)
+    with pytest.raises(DataError, match=r"a.tar: refusing to unpack more than 1 members"):
+        safe_extract(tmp_path / "a.tar", tmp_path / "dest", max_members=1)
+    assert list((tmp_path / "dest").rglob("*")) == []
+    assert len(safe_extract(tmp_path / "a.tar", tmp_path / "dest", max_bytes=1200)) == 2

@@ -67,6 +67,8 @@ def test_bad_file(tmp_path):
         ({"val_split": 0.0}, r"keep=best needs a validation split"),
         ({"epochs": "ten"}, r"expected epochs to be int, received 'ten'"),
         ({"epochs": True}, r"expected epochs to be int, received True"),
+        ({"momentum": float("nan")}, r"expected momentum to be a finite number, received nan"),
+        ({"lr": float("inf")}, r"expected lr to be a finite number, received inf"),
     ],
 )
 def test_invalid_settings_are_named(changes, message):

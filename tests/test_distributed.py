@@ -117,3 +117,36 @@ def test_each_process_gets_its_half_of_every_global_batch():
     assert [len(y) for y in halves[0]] == [2, 2, 1]  # batches of 4, 4, 2: the last splits 1 + 1
     for b, batch in enumerate(whole):
         assert halves[0][b] + halves[1][b] == batch
+
+
+def test_the_run_folder_is_named_only_after_the_engine_joined_the_process_group(
+    tmp_path, monkeypatch
+):
+    """Defect: under torchrun without --out, naming the run folder started a gloo group before
+    the engine chose its backend, so on GPUs the group was gloo while result.json said nccl.
+    Here the engine is made to want NCCL (as on a GPU); the first group started must be that."""
+    import torch.distributed as dist
+    from conftest import tiny_dataset
+
+    from convkit.train import TrainConfig, engine, train
+
+    started: list[str] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(backend=None, *args, **kwargs):
+        started.append(backend)
+        raise Stop  # one process cannot really join a group of two; what it asked is enough
+
+    monkeypatch.setattr(dist, "init_process_group", record)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(engine, "backend_for", lambda device: "nccl")
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig.from_dict({"model": "mnist-mlp", "epochs": 1, "precision": "fp32"})
+    with pytest.raises(Stop):
+        train(cfg, data=tiny_dataset())
+    assert started == ["nccl"]
+    assert not (tmp_path / "runs").exists(), "no folder before the process group exists"

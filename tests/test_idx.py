@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 from conftest import fake_mnist_arrays, idx_bytes, write
 
-from convkit.data.idx import IMAGES_MAGIC, LABELS_MAGIC, load_images_labels, read_idx
+from convkit.data.idx import (
+    IMAGES_MAGIC,
+    LABELS_MAGIC,
+    MAX_DECOMPRESSED,
+    load_images_labels,
+    parse_idx,
+    read_bytes,
+    read_idx,
+)
 from convkit.errors import DataError
 
 
@@ -152,3 +162,62 @@ def test_label_out_of_range(tmp_path):
     lp = write(tmp_path / "lab.gz", idx_bytes(np.array([1, 12, 3], np.uint8)))
     with pytest.raises(DataError, match=r"lab.gz: label 12 at index 1 is outside 0..9"):
         load_images_labels(ip, lp, (1, 28, 28), 10)
+
+
+# ---- found by tests/test_fuzz.py: every input gives convkit's error, nothing else ---------------
+
+
+def header(dims: list[int], code: int = 0x08) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+
+
+@pytest.mark.parametrize(
+    "dims",
+    [
+        [2**31, 2**31, 2**31, 0],  # issue 10, defect 5: numpy's reshape raised ValueError
+        [0, 2, 2**31, 2**31],  # found by test_parse_idx: "array is too big"
+        [2**32 - 1, 2**32 - 1, 0],
+    ],
+)
+def test_empty_array_of_impossible_shape(dims):
+    shape = " x ".join(map(str, dims))
+    with pytest.raises(
+        DataError, match=rf"h.idx: the header declares {shape} uint8 values, a shape"
+    ):
+        parse_idx(header(dims), "h.idx")
+
+
+def test_a_possible_empty_shape_still_parses():
+    assert parse_idx(header([2**31, 2**31, 0]), "h.idx").shape == (2**31, 2**31, 0)
+
+
+def test_too_many_dimensions():
+    # found by test_parse_idx: 65 dimensions of 0, no data; numpy raised ValueError
+    with pytest.raises(DataError, match=r"h.idx: IDX header declares 65 dimensions; at most 32"):
+        parse_idx(header([0] * 65), "h.idx")
+
+
+def test_gzip_bomb_is_refused_while_inflating(tmp_path):
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header([2_000_000]) + bytes(2_000_000), mtime=0))  # ~2 KB
+    with pytest.raises(
+        DataError,
+        match=r"bomb-idx3-ubyte.gz: decompresses to more than 1,000,000 bytes \(from [0-9,]+ on "
+        r"disk\), more than any IDX dataset holds: refused as a gzip bomb",
+    ):
+        read_bytes(path, max_size=1_000_000)
+    assert len(read_bytes(path, max_size=2_000_008)) == 2_000_008  # exactly at the limit: read
+    assert MAX_DECOMPRESSED > 20 * 47_040_016  # far above MNIST's largest file
+
+
+def test_multi_member_gzip_still_reads(tmp_path):
+    a = idx_bytes(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    path = tmp_path / "two.gz"
+    path.write_bytes(gzip.compress(a[:10], mtime=0) + gzip.compress(a[10:], mtime=0))
+    np.testing.assert_array_equal(read_idx(path), np.arange(6).reshape(2, 3))
+
+
+def test_unreadable_path(tmp_path):
+    (tmp_path / "x.gz").mkdir()
+    with pytest.raises(DataError, match=r"x.gz: cannot read"):
+        read_idx(tmp_path / "x.gz")

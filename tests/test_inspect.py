@@ -3,6 +3,7 @@ report as a folder a browser can open."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ from PIL import Image
 from convkit.cli import main
 from convkit.errors import ConfigError
 from convkit.inspect import analyses as A
+from convkit.inspect.report import SECTIONS, write_report
 from convkit.inspect.run import load_image, load_run
 from convkit.models.layers import Conv2D, Dense, Flatten, MaxPool, keras_sequential
 from convkit.train import evaluate_run
@@ -214,7 +216,17 @@ def _check_report(folder: Path) -> dict:
         assert (folder / ref).is_file(), f"index.html references {ref}, which does not exist"
     for png in folder.glob("*.png"):
         assert png.stat().st_size > 5000 and png.name in parser.refs  # drawn, and shown
-    return json.loads((folder / "report.json").read_text())
+    report = json.loads((folder / "report.json").read_text())
+    _check_keys(report)
+    return report
+
+
+def _check_keys(report: dict) -> None:
+    """report.json's shape is a published interface: pin its keys, in order."""
+    assert list(report) == ["run", "sections"]
+    for name, section in report["sections"].items():
+        assert name in SECTIONS
+        assert list(section) in (["images", "caption", "data"], ["note"]), (name, list(section))
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +293,36 @@ def test_report_for_the_mlp_says_what_does_not_apply(tmp_path, real_data):
     assert "no convolution" in sections["features"]["note"]
     assert "no convolution" in sections["patches"]["note"]
     assert sections["attention"]["data"][0]["gradcam_layer"] is None  # saliency only
+
+
+def test_report_json_keys_for_a_drawn_section_and_a_note(cnn_run, real_cifar, tmp_path):
+    lr = dataclasses.replace(load_run(cnn_run, data_dir=real_cifar), history=[])  # no curves
+    out = tmp_path / "report"
+    write_report(lr, out, ("curves", "filters"), log=lambda m: None)
+    report = json.loads((out / "report.json").read_text())
+    _check_keys(report)
+    assert report["run"] == str(cnn_run)
+    assert report["sections"]["curves"] == {
+        "note": "this run has no per-epoch metrics (metrics.jsonl is empty)"
+    }
+    filters = report["sections"]["filters"]
+    assert filters["images"] == ["filters.png"] and filters["caption"].startswith("The 16 kernels")
+    assert filters["data"] == {"layer": "conv2d_1", "kind": "conv", "shape": [16, 3, 2, 2]}
+    assert sorted(p.name for p in out.iterdir()) == ["filters.png", "index.html", "report.json"]
+
+
+def test_only_the_sections_asked_for_are_drawn(cnn_run, real_cifar, tmp_path):
+    out = tmp_path / "mistakes"
+    args = ["inspect", str(cnn_run), "--out", str(out), "--limit", "200", "--data-dir",
+            str(real_cifar), "mistakes"]  # fmt: skip
+    assert main(args) == 0
+    # Mistakes needs the test-set predictions that the confusion matrix also uses, but only
+    # mistakes was asked for: no confusion.png, and nothing about it in the page or the json.
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "mistakes.png", "report.json"]
+    report = _check_report(out)
+    assert list(report["sections"]) == ["mistakes"]
+    assert report["sections"]["mistakes"]["images"] == ["mistakes.png"]
+    page = (out / "index.html").read_text()
+    assert re.findall(r'<h2 id="([a-z]+)"', page) == ["mistakes"]
+    assert re.findall(r'<a href="#([a-z]+)"', page) == ["mistakes"]
+    assert "Confusion" not in page and "confusion" not in page

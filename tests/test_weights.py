@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 
 import pytest
 import torch
@@ -101,3 +102,54 @@ def test_cli_reports_and_converts(tmp_path, capsys):
     assert load_weights(create_model("resnet20"), out).ok
     assert main(["weights", "resnet20", str(path), "--num-classes", "100"]) == 1
     assert "shape mismatch: fc.weight: file (10, 64), model (100, 64)" in capsys.readouterr().out
+
+
+# ---- not a PyTorch file at all, and inputs found by tests/test_fuzz.py -------------------------
+
+
+@pytest.mark.parametrize(
+    "data,start",
+    [
+        (bytes(range(7, 200, 3)), "07 0a 0d 10"),  # issue 10, defect 6: "holds Python objects"
+        (b"K", "4b"),  # found by test_read_state_dict_pth: torch.load raised IndexError
+        (b"J", "4a"),
+        (b"", "nothing"),  # torch.load raised EOFError
+    ],
+)
+def test_random_bytes_are_not_a_checkpoint(tmp_path, data, start):
+    (tmp_path / "w.pth").write_bytes(data)
+    with pytest.raises(
+        ConfigError,
+        match=rf"w.pth: not a PyTorch checkpoint: torch.save writes a zip archive \(starting "
+        rf"50 4b 03 04\) or, in the legacy format, a pickle of torch's magic number; this file "
+        rf"starts with {start}: is it damaged",
+    ):
+        read_state_dict(tmp_path / "w.pth")
+
+
+def test_a_safetensors_file_named_pth_gets_a_hint(tmp_path):
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "w.pth"))
+    with pytest.raises(ConfigError, match=r"it looks like a safetensors file: name it"):
+        read_state_dict(tmp_path / "w.pth")
+
+
+def test_the_legacy_format_still_loads(tmp_path):
+    state = create_model("resnet20").state_dict()
+    torch.save(state, tmp_path / "w.pth", _use_new_zipfile_serialization=False)
+    assert read_state_dict(tmp_path / "w.pth").keys() == state.keys()
+
+
+def test_keys_that_are_not_names(tmp_path):
+    # found by test_read_state_dict_pth: {1: tensor} raised AttributeError (int.startswith)
+    torch.save({1: torch.zeros(1)}, tmp_path / "w.pth")
+    with pytest.raises(ConfigError, match=r"expected a state dict \(names -> tensors\)"):
+        read_state_dict(tmp_path / "w.pth")
+
+
+def test_a_zip_bomb_is_refused_before_torch_reads_it(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"a": torch.zeros(2)}, path)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/extra", bytes(50_000_000))  # 50 MB of zeros in ~50 KB
+    with pytest.raises(ConfigError, match=r"w.pth: refused: its zip entries inflate to 50,000,"):
+        read_state_dict(path)

@@ -9,7 +9,6 @@ _STARTED = time.perf_counter()  # before the heavy imports: `seconds` counts the
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -259,8 +258,15 @@ def _add_setting_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
         if f.name == "recipe":
             continue
         kind = type(f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:  # --freeze / --no-freeze
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                help=f"{f.metadata['help']} (default: {defaults.get(f.name, f.default)})",
+            )  # fmt: skip
+            continue
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag,
             dest=f.name,
             type=kind,
             default=None,
@@ -302,6 +308,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     # With --json, stdout carries only the JSON object; the human-readable lines go to stderr.
     progress = Progress(sys.stderr if args.json else sys.stdout, enabled=not args.quiet)
+    source = dict(data_dir=args.data_dir, download=not args.no_download, progress=progress)
     try:
         if args.resume:
             if args.recipe or args.config:
@@ -309,29 +316,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "--resume continues a run with its saved config; give no "
                     "RECIPE or --config with it"
                 )
-            result = resume(
-                args.resume,
-                overrides,
-                data_dir=args.data_dir,
-                download=not args.no_download,
-                progress=progress,
-                started=_STARTED,
-            )
+            result = resume(args.resume, overrides, started=_STARTED, **source)
         else:
             if not args.recipe and not args.config:
                 raise ConvkitError("name a RECIPE (see `convkit recipes`) or give --config FILE")
-            cfg = get_recipe(args.recipe).config() if args.recipe else TrainConfig()
-            if args.config:
-                cfg = cfg.merged(read_config_file(args.config), args.config)
-            cfg = cfg.merged(overrides, "command line")
-            result = train(
-                cfg,
-                out=args.out,
-                data_dir=args.data_dir,
-                download=not args.no_download,
-                progress=progress,
-                started=_STARTED,
+            layers = (
+                [(f"recipe {args.recipe}", get_recipe(args.recipe).settings_dict())]
+                if args.recipe
+                else []
             )
+            if args.config:
+                layers.append((args.config, read_config_file(args.config)))
+            cfg = TrainConfig.layered([*layers, ("command line", overrides)])
+            result = train(cfg, out=args.out, started=_STARTED, **source)
     except KeyboardInterrupt:
         print(
             "\nInterrupted. Every finished epoch is saved: continue with "
@@ -339,8 +336,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    if os.environ.get("RANK", "0") != "0":
+    if result is None:
         return 0  # under torchrun, rank 0 reports for all processes
+    _draw_curves(result)
     if args.json:
         _emit_json(result)
     else:
@@ -350,6 +348,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         print(f"See what it learned: convkit inspect {result['run_dir']}")
     return 0
+
+
+def _draw_curves(result: dict[str, Any]) -> None:
+    """curves.png in the run folder: drawing is the front end's job, not training's."""
+    from convkit.inspect.plots import plot_training_curves  # matplotlib loads only here
+    from convkit.runs import Run
+
+    run = Run(result["run_dir"])
+    title = f"{result['recipe'] or result['model']} on {result['dataset']}"
+    try:
+        plot_training_curves(
+            run.history(), run.curves, title=title, best_epoch=result["best_epoch"]
+        )
+    except OSError as exc:  # the run itself is complete; the picture can be drawn again
+        print(f"convkit: could not draw {run.curves} ({exc.strerror})", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -395,6 +408,68 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(f"Report: {page}")
     return 0
+
+
+# ---- use: predict and export -------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from convkit.use.predict import Failure, find_images, open_predictor, predict_files
+
+    if args.batch_size < 1:
+        raise ConvkitError(f"expected --batch-size >= 1, received {args.batch_size}")
+    predictor = open_predictor(args.run)
+    files, failures = find_images(args.paths)
+    for f in failures:
+        print(f"convkit: {f.message}", file=sys.stderr)
+    if not files:
+        raise ConvkitError("no image files to predict; give files, folders or glob patterns")
+    live = len(files) > 100 and sys.stderr.isatty()
+    done = [0]
+
+    def progress(n: int) -> None:
+        done[0] += n
+        if live:
+            print(f"\r{done[0]:,}/{len(files):,} images", end="", file=sys.stderr, flush=True)
+
+    rows, failed = [], len(failures)
+    for item in predict_files(
+        predictor, files, top_k=args.top_k, batch_size=args.batch_size,
+        max_pixels=args.max_pixels, progress=progress,
+    ):  # fmt: skip
+        if isinstance(item, Failure):
+            failed += 1
+            print(f"{chr(13) if live else ''}convkit: {item.message}", file=sys.stderr)
+        elif args.json:
+            _emit_json(item.to_dict())
+        elif args.csv:
+            rows.append(item)
+        else:
+            top = "  ".join(f"{c} {p:.1%}" for c, p in item.top)
+            print(f"{item.file}\t{top}", flush=True)
+    if live:
+        print(file=sys.stderr)
+    if args.csv:
+        _write_predictions_csv(args.csv, rows, args.top_k)
+        print(f"{len(rows):,} predictions written to {args.csv}", file=sys.stderr)
+    if failed:
+        print(f"convkit: {failed:,} of {len(files) + len(failures):,} inputs could not be "
+              "predicted (named above)", file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+def _write_predictions_csv(path: str, rows: list, top_k: int) -> None:
+    import csv
+
+    from convkit.fileio import atomic_path
+
+    k = max([len(r.top) for r in rows], default=top_k)
+    header = ["file"] + [f"{w}_{i}" for i in range(1, k + 1) for w in ("class", "probability")]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow([*header, "conversion"])
+        for r in rows:
+            out.writerow([r.file, *[v for c, p in r.top for v in (c, f"{p:.6f}")], r.conversion])
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -542,6 +617,29 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     data_dir_flag(p)
     p.set_defaults(func=cmd_inspect)
+
+    from convkit.data.images import MAX_PIXELS
+
+    p = sub.add_parser(
+        "predict",
+        help="the top classes of image files, with a run or an exported .onnx file",
+        description="Predict image files (any format Pillow reads, any size or mode, converted "
+        "as the run's dataset stores images). PATH is a file, a folder (searched recursively "
+        "for image files) or a glob pattern. A file that cannot be read is named with the "
+        "reason on stderr; the others are still predicted, and the exit status is 1.",
+    )
+    p.add_argument("run", metavar="RUN", help="run folder, or a .onnx file from `convkit export`")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes shown (default 5)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    out.add_argument("--csv", metavar="FILE", help="write the predictions to a CSV file")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N",
+                   help="images per forward pass (default 256)")  # fmt: skip
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse images larger than this, before decoding (default {MAX_PIXELS:,}"
+                   "; decompression bombs)")  # fmt: skip
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")

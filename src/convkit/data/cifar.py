@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import codecs
+import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +22,47 @@ from convkit.errors import DataError
 RECORD = 1 + 3 * 32 * 32  # bytes per binary record
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 
+# Pickle opcodes one file may hold. A CIFAR-10 batch has about 40,000 (10,000 labels and file
+# names), CIFAR-100's training file about 250,000; each opcode makes at most one small object,
+# so this bounds what a crafted file can make the unpickler allocate (~100 bytes an opcode).
+MAX_PICKLE_OPS = 1_000_000
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+class _NdarrayName:
+    """Stands for numpy.ndarray in a pickle: usable only as _reconstruct's first argument, so a
+    pickle cannot call ndarray(shape) itself and allocate any size it names."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("numpy.ndarray called directly, which is not how numpy pickles arrays")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # numpy pickles every array as _reconstruct(ndarray, (0,), b"b") and then sets its state
+    # (shape, dtype, bytes), so the bytes come from the file; any other call is not numpy's.
+    if subtype is not _NdarrayName or shape != (0,):
+        raise ValueError(f"_reconstruct({subtype!r}, {shape!r}, ...) is not how numpy pickles")
+    return _RECONSTRUCT(np.ndarray, (0,), dtype)
+
+
+def _latin1(text: Any, encoding: str = "utf-8") -> bytes:
+    # Python 3 writes bytes at pickle protocol 2 as _codecs.encode(text, "latin1"): a pure
+    # conversion between encodings (PyTorch's weights_only unpickler allows it too). Other
+    # codecs (zlib, punycode...) do work of their own, some in quadratic time: refused.
+    if encoding != "latin1" or not isinstance(text, str):
+        raise ValueError(f"_codecs.encode with {encoding!r} is not how Python pickles bytes")
+    return codecs.encode(text, "latin1")
+
+
 # ndarray pickles as (_reconstruct, (ndarray, shape, dtype-code)) + state; take the function from
 # numpy itself rather than naming its module (numpy.core in 1.x, numpy._core in 2.x).
 _RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): _NdarrayName,
     ("numpy", "dtype"): np.dtype,
-    # Python 3 writes bytes at pickle protocol 2 as _codecs.encode(text, "latin1"): a pure
-    # conversion between encodings (PyTorch's weights_only unpickler allows it too).
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _latin1,
 }
 
 
@@ -75,10 +107,28 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+def _check_opcodes(data: bytes) -> None:
+    """Walk the pickle's opcodes without running them (pickletools reads each length against
+    the bytes that remain), refusing what would make the unpickler allocate beyond the file:
+    too many opcodes, or a memo index past the entries stored so far (the C unpickler grows its
+    memo table to twice the index it is given: 7 bytes can ask for gigabytes)."""
+    puts = 0
+    for ops, (op, arg, pos) in enumerate(pickletools.genops(data), 1):
+        if ops > MAX_PICKLE_OPS:
+            raise ValueError(f"more than {MAX_PICKLE_OPS:,} pickle opcodes")
+        if op.name in _MEMO_PUTS:
+            if not isinstance(arg, int) or not 0 <= arg <= puts:
+                raise ValueError(f"memo index {arg} at byte {pos} after {puts} entries")
+            puts += 1
+        elif op.name == "MEMOIZE":
+            puts += 1
+
+
 def load_pickle(path: Path) -> Any:
     try:
-        with open(path, "rb") as fh:
-            return RestrictedUnpickler(fh, path.name).load()
+        data = path.read_bytes()
+        _check_opcodes(data)
+        return RestrictedUnpickler(io.BytesIO(data), path.name).load()
     except DataError:
         raise
     except Exception as exc:  # pickle raises many types for malformed input
@@ -90,7 +140,14 @@ def load_pickle(path: Path) -> Any:
 def _str_keys(obj: Any, name: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise DataError(f"{name}: expected a dict, found {type(obj).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    return {_text(k, name, "key") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _text(value: bytes, name: str, what: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise DataError(f"{name}: {what} {value[:40]!r} is not UTF-8 text") from None
 
 
 def read_cifar_py(path: Path, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +155,8 @@ def read_cifar_py(path: Path, num_classes: int = 10) -> tuple[np.ndarray, np.nda
     d = _str_keys(load_pickle(path), path.name)
     for key in ("data", "labels"):
         if key not in d:
-            raise DataError(f"{path.name}: no {key!r} entry (found: {', '.join(sorted(d))})")
+            found = ", ".join(sorted(map(str, d)))  # keys may be any hashable the pickle made
+            raise DataError(f"{path.name}: no {key!r} entry (found: {found})")
     data = d["data"]
     if (
         not isinstance(data, np.ndarray)
@@ -110,7 +168,10 @@ def read_cifar_py(path: Path, num_classes: int = 10) -> tuple[np.ndarray, np.nda
             f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         )
         raise DataError(f"{path.name}: expected data as uint8 (N, 3072), found {found}")
-    labels = np.asarray(d["labels"])
+    try:
+        labels = np.asarray(d["labels"])
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, odd objects
+        raise DataError(f"{path.name}: expected {len(data):,} integer labels ({exc})") from None
     if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
             f"{path.name}: expected {len(data):,} integer labels, found "
@@ -126,9 +187,20 @@ def check_class_names(found: list[str], expected: tuple[str, ...], name: str) ->
 
 
 def meta_names_bin(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    text = _text(path.read_bytes(), path.name, "content")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def meta_names_py(path: Path) -> list[str]:
     names = _str_keys(load_pickle(path), path.name).get("label_names", [])
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, list):
+        raise DataError(
+            f"{path.name}: expected label_names as a list of strings, found {type(names).__name__}"
+        )
+    for n in names:
+        if not isinstance(n, (bytes, str)):
+            raise DataError(
+                f"{path.name}: expected label_names as a list of strings, found "
+                f"{type(n).__name__} values among them"
+            )
+    return [_text(n, path.name, "label name") if isinstance(n, bytes) else n for n in names]

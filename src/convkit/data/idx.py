@@ -8,6 +8,7 @@ dimension, then the data, row-major. Images have magic 0x00000803 (uint8, 3 dims
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -30,10 +31,22 @@ _DTYPES = {
 }
 _KIND = {IMAGES_MAGIC: "an images file", LABELS_MAGIC: "a labels file"}
 
+# Decompressed bytes read from one .gz file, at most: 22x the largest file convkit reads (MNIST's
+# train-images, 47,040,016 bytes) and 2x EMNIST's largest (547 MB), so no real IDX file comes near
+# it, while a gzip bomb (a few MB inflating to many GB) stops here instead of exhausting memory.
+MAX_DECOMPRESSED = 1 << 30
+# numpy 1.x arrays have at most 32 dimensions (2.x: 64); IDX files in the wild have 1 to 4.
+MAX_DIMS = 32
 
-def read_bytes(path: Path) -> bytearray:
-    """The decompressed bytes of `path` (gzip when it is named *.gz), writable for zero-copy use."""
-    raw = path.read_bytes()
+
+def read_bytes(path: Path, max_size: int = MAX_DECOMPRESSED) -> bytearray:
+    """The decompressed bytes of `path` (gzip when it is named *.gz), writable for zero-copy use.
+
+    A .gz file is inflated in chunks and refused once it passes `max_size` bytes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path.name}: cannot read {path}: {exc.strerror or exc}") from None
     if path.suffix != ".gz":
         return bytearray(raw)
     if raw[:2] != b"\x1f\x8b":
@@ -43,8 +56,19 @@ def read_bytes(path: Path) -> bytearray:
             f"If it was decompressed already, drop the .gz from its name; otherwise download it "
             f"again ({path})"
         )
+    out = bytearray()
     try:
-        return bytearray(gzip.decompress(raw))
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            while chunk := stream.read(1 << 20):
+                out += chunk
+                if len(out) > max_size:
+                    raise DataError(
+                        f"{path.name}: decompresses to more than {max_size:,} bytes (from "
+                        f"{len(raw):,} on disk), more than any IDX dataset holds: refused as a "
+                        f"gzip bomb or a wrong file ({path}); read_bytes(path, max_size=...) "
+                        f"reads a larger one"
+                    )
+        return out
     except EOFError:
         raise DataError(
             f"{path.name}: truncated gzip stream ({len(raw):,} bytes on disk end before the "
@@ -81,11 +105,22 @@ def parse_idx(data: bytes | bytearray, name: str, expect_magic: int | None = Non
         raise DataError(
             f"{name}: truncated header: {ndim} dimensions need {header} bytes, file has {len(data)}"
         )
+    if ndim > MAX_DIMS:
+        raise DataError(
+            f"{name}: IDX header declares {ndim} dimensions; at most {MAX_DIMS} are supported"
+        )
     dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = _DTYPES[code]
     expected = math.prod(dims) * dtype.itemsize
     found = len(data) - header
     shape = " x ".join(str(d) for d in dims)
+    # numpy multiplies the nonzero dimensions, in bytes, even for an empty array: (2^31, 2^31,
+    # 2^31, 0) holds no data but no array can have that shape.
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(
+            f"{name}: the header declares {shape} {dtype.name} values, a shape no array can "
+            f"have; this is not a real IDX file"
+        )
     if found < expected:
         raise DataError(
             f"{name}: truncated: the header declares {shape} = {expected:,} bytes of data, "

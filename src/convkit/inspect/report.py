@@ -2,98 +2,185 @@
 caption saying how to read it, and report.json with the numbers behind them.
 
 Each section is computed by inspect/analyses.py and drawn by inspect/draw.py; this module only
-chooses inputs, names files and writes the page.
+chooses inputs, names files and writes the page. The report is one table, SECTION_TABLE: each
+Section has a name, a title and a builder. A builder takes the ReportContext (the run, the output
+folder, what was asked for, and a cache of the test-set predictions that several sections share)
+and returns a SectionResult (pictures it drew, a caption, the numbers behind them) or a Note
+(why the section does not apply to this run).
 """
 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from convkit.data.images import conversion_options, load_image
 from convkit.errors import ConfigError
 from convkit.fileio import write_json, write_text
 from convkit.inspect import analyses as A
 from convkit.inspect import draw
-from convkit.inspect.run import LoadedRun, load_image
-
-SECTIONS = ("curves", "confusion", "mistakes", "filters", "features", "patches", "attention")
+from convkit.inspect.run import LoadedRun
 
 
-def _test_tensors(lr: LoadedRun, limit: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+@dataclass(frozen=True)
+class SectionResult:
+    """What a section drew (file names in the report folder), how to read it, and its numbers."""
+
+    images: list[str]
+    caption: str
+    data: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"images": self.images, "caption": self.caption, "data": self.data}
+
+
+@dataclass(frozen=True)
+class Note:
+    """A section that does not apply to this run, and why; it draws nothing."""
+
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"note": self.note}
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """The model's answers on the (first `limit`) test images, computed once per report."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    images: torch.Tensor  # (N, C, H, W) uint8, as stored
+    labels: np.ndarray  # (N,) true class indices
+    proba: np.ndarray  # (N, classes) softmax probabilities
+
+
+@dataclass
+class ReportContext:
+    """What one report was asked for, and what its sections share: the test-set predictions and
+    the images to look at, each computed on first use only."""
+
+    lr: LoadedRun
+    out: Path
+    image_files: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    layer: str | None = None  # for patches; None: the last convolution
+    target: str | None = None  # class for the attention maps; None: the predicted one
+    limit: int | None = None  # test images used by confusion, mistakes and patches
+    _predictions: TestPredictions | None = field(default=None, init=False, repr=False)
+    _inputs: list[dict[str, Any]] | None = field(default=None, init=False, repr=False)
+
+    def test_images(self) -> tuple[torch.Tensor, np.ndarray]:
+        """The first `limit` test images (all when None) and their labels."""
+        split = self.lr.test_split()  # loaded once, by the LoadedRun
+        images = split.images[: self.limit] if self.limit else split.images
+        return images, split.labels[: len(images)].numpy()
+
+    def predictions(self) -> TestPredictions:
+        if self._predictions is None:
+            images, labels = self.test_images()
+            lr = self.lr
+            proba = A.predict_proba(lr.model, lr.preprocess(images), autocast=lr.autocast)
+            self._predictions = TestPredictions(images, labels, proba)
+        return self._predictions
+
+    def inputs(self) -> list[dict[str, Any]]:
+        """The images to look at: the user's files, test-set indices, or test image 0."""
+        if self._inputs is None:
+            self._inputs = _load_inputs(self.lr, self.image_files, self.indices)
+        return self._inputs
+
+
+def _load_inputs(lr: LoadedRun, image_files: list[str], indices: list[int]) -> list[dict[str, Any]]:
+    options = conversion_options(lr.cfg.dataset, lr.image_shape)  # as `predict` converts them
+    inputs = [load_image(p, lr.image_shape, **options) for p in image_files]
     split = lr.test_split()
-    images = split.images[:limit] if limit else split.images
-    return images, split.labels[: len(images)].numpy()
+    images, labels = split.images, split.labels.numpy()
+    for i in indices or ([] if inputs else [0]):
+        if not 0 <= i < len(images):
+            raise ConfigError(f"--index {i} is outside the test set (0..{len(images) - 1})")
+        arr = images[i].numpy()
+        inputs.append(
+            {
+                "path": f"test image #{i} ({lr.classes[labels[i]]})",
+                "original": arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0),
+                "converted": arr,
+                "conversion": "from the test set, as stored",
+            }
+        )
+    return inputs
 
 
-def section_curves(lr: LoadedRun, out: Path, **_: Any) -> dict[str, Any]:
+def section_curves(ctx: ReportContext) -> SectionResult | Note:
     from convkit.inspect.plots import plot_training_curves
 
+    lr = ctx.lr
     if not lr.history:
-        return {"note": "this run has no per-epoch metrics (metrics.jsonl is empty)"}
+        return Note("this run has no per-epoch metrics (metrics.jsonl is empty)")
     best = lr.epoch or 0
-    plot_training_curves(lr.history, out / "curves.png", title=_title(lr), best_epoch=best)
-    return {
-        "images": ["curves.png"],
-        "caption": "Loss (left) and accuracy (right) per epoch, on the training images (with "
+    plot_training_curves(lr.history, ctx.out / "curves.png", title=_title(lr), best_epoch=best)
+    return SectionResult(
+        images=["curves.png"],
+        caption="Loss (left) and accuracy (right) per epoch, on the training images (with "
         "dropout on) and on the held-out validation images. The dashed line marks the epoch "
         "whose weights were kept. Validation loss rising while training loss falls means the "
         "model is starting to memorise the training set.",
-        "data": {"history": lr.history, "kept_epoch": best},
-    }
+        data={"history": lr.history, "kept_epoch": best},
+    )
 
 
-def section_confusion(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
-    images, labels = _test_tensors(lr, state.get("limit"))
-    proba = A.predict_proba(lr.model, lr.preprocess(images), autocast=lr.autocast)
-    state["proba"], state["labels"], state["images"] = proba, labels, images
-    conf = A.confusion(labels, proba.argmax(1), lr.classes)
-    draw.confusion_figure(conf, out / "confusion.png", f"{_title(lr)}, {len(labels):,} test images")
+def section_confusion(ctx: ReportContext) -> SectionResult | Note:
+    lr, pred = ctx.lr, ctx.predictions()
+    labels = pred.labels
+    conf = A.confusion(labels, pred.proba.argmax(1), lr.classes)
+    title = f"{_title(lr)}, {len(labels):,} test images"
+    draw.confusion_figure(conf, ctx.out / "confusion.png", title)
     pairs = "; ".join(
         f"{p['true']} taken for {p['predicted']} "
         f"{'once' if p['count'] == 1 else str(p['count']) + ' times'}"
         for p in conf.most_confused[:3]
     )
-    return {
-        "images": ["confusion.png"],
-        "caption": "Each row is a true class, each column the class the model chose; the "
+    return SectionResult(
+        images=["confusion.png"],
+        caption="Each row is a true class, each column the class the model chose; the "
         "diagonal holds the right answers. Bright cells off the diagonal are the classes the "
         f"model mixes up. Accuracy on these {len(labels):,} test images: {conf.accuracy:.2%}. "
         f"Most confused: {pairs or 'none'}. "
         "Right: precision (of the images predicted as a class, the share that truly are) and "
         "recall (of a class's images, the share found).",
-        "data": conf.to_dict(),
-    }
+        data=conf.to_dict(),
+    )
 
 
-def section_mistakes(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
-    if "proba" not in state:
-        section_confusion(lr, out, state)
-    wrong = A.worst_mistakes(state["proba"], state["labels"], 32)
+def section_mistakes(ctx: ReportContext) -> SectionResult | Note:
+    lr, pred = ctx.lr, ctx.predictions()
+    wrong = A.worst_mistakes(pred.proba, pred.labels, 32)
     if not wrong:
-        return {"note": "the model got every test image right"}
-    pics = state["images"][[w["index"] for w in wrong]].numpy()
+        return Note("the model got every test image right")
+    pics = pred.images[[w["index"] for w in wrong]].numpy()
     caps = [
         f"#{w['index']} true: {lr.classes[w['true']]}\n"
         f"said: {lr.classes[w['predicted']]} {w['probability']:.0%}"
         for w in wrong
     ]
-    draw.gallery_figure(pics, caps, out / "mistakes.png", "Wrong, and sure of it")
-    return {
-        "images": ["mistakes.png"],
-        "caption": "The test images the model got wrong with the highest confidence, most "
+    draw.gallery_figure(pics, caps, ctx.out / "mistakes.png", "Wrong, and sure of it")
+    return SectionResult(
+        images=["mistakes.png"],
+        caption="The test images the model got wrong with the highest confidence, most "
         "confident first: test-set index, true class, and the class it said with its "
         "probability. Some are the model's blind spots; some are badly labelled or ambiguous.",
-        "data": wrong,
-    }
+        data=wrong,
+    )
 
 
-def section_filters(lr: LoadedRun, out: Path, **_: Any) -> dict[str, Any]:
+def section_filters(ctx: ReportContext) -> SectionResult | Note:
+    lr = ctx.lr
     info = A.first_layer_weights(lr.model, lr.image_shape)
     n = len(info["weights"])
     if info["kind"] == "conv":
@@ -122,97 +209,77 @@ def section_filters(lr: LoadedRun, out: Path, **_: Any) -> dict[str, Any]:
             "image: they give no gradient, so their weights keep their random start."
         )
         title = f"First dense layer as input-sized templates, {_title(lr)}"
-    draw.filters_figure(info, out / "filters.png", title)
-    return {
-        "images": ["filters.png"],
-        "caption": caption,
-        "data": {
+    draw.filters_figure(info, ctx.out / "filters.png", title)
+    return SectionResult(
+        images=["filters.png"],
+        caption=caption,
+        data={
             "layer": info["layer"],
             "kind": info["kind"],
             "shape": list(info["weights"].shape),
         },
-    }
+    )
 
 
-def _inputs(lr: LoadedRun, state: dict) -> list[dict[str, Any]]:
-    """The images to look at: the user's files, test-set indices, or test image 0."""
-    if "inputs" in state:
-        return state["inputs"]
-    digits = lr.cfg.dataset == "mnist"
-    inputs = [load_image(p, lr.image_shape, digit_frame=digits) for p in state["image_files"]]
-    images, labels = _test_tensors(lr)
-    indices = state.get("indices") or ([] if inputs else [0])
-    for i in indices:
-        if not 0 <= i < len(images):
-            raise ConfigError(f"--index {i} is outside the test set (0..{len(images) - 1})")
-        arr = images[i].numpy()
-        inputs.append(
-            {
-                "path": f"test image #{i} ({lr.classes[labels[i]]})",
-                "original": arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0),
-                "converted": arr,
-                "conversion": "from the test set, as stored",
-            }
-        )
-    state["inputs"] = inputs
-    return inputs
-
-
-def section_features(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
+def section_features(ctx: ReportContext) -> SectionResult | Note:
+    lr = ctx.lr
     if not A.spatial_layers(lr.model):
-        return {"note": "this model has no convolution or pooling layers, so no feature maps"}
+        return Note("this model has no convolution or pooling layers, so no feature maps")
     files, data = [], []
-    for k, item in enumerate(_inputs(lr, state)):
+    for k, item in enumerate(ctx.inputs()):
         x = lr.preprocess(torch.from_numpy(item["converted"])[None])
         layers = A.feature_maps(lr.model, x)
         name = f"features-{k}.png"
         draw.feature_maps_figure(
-            layers, item["converted"], out / name, f"Feature maps of {item['path']}"
+            layers, item["converted"], ctx.out / name, f"Feature maps of {item['path']}"
         )
         files.append(name)
         data.append({"input": item["path"], "layers": [[la["layer"], list(la["maps"].shape)]
                                                        for la in layers]})  # fmt: skip
-    return {
-        "images": files,
-        "caption": "The input, then every channel of every convolution and pooling layer, "
+    return SectionResult(
+        images=files,
+        caption="The input, then every channel of every convolution and pooling layer, "
         "top to bottom in the order they run; each small picture is one filter's response "
         "map (bright = strong, each on its own scale). Early maps still look like the image "
         "(edges, colours); pooling halves them; later ones are smaller and more abstract.",
-        "data": data,
-    }
+        data=data,
+    )
 
 
-def section_patches(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
+def section_patches(ctx: ReportContext) -> SectionResult | Note:
+    lr = ctx.lr
     convs = [n for n, m in lr.model.named_modules() if isinstance(m, torch.nn.Conv2d)]
     if not convs:
-        return {"note": "this model has no convolution layers; its first-layer templates "
-                "(above) show what each unit responds to"}  # fmt: skip
-    layer = state.get("layer") or convs[-1]
-    images, _ = _test_tensors(lr, state.get("limit"))
+        return Note("this model has no convolution layers; its first-layer templates "
+                    "(above) show what each unit responds to")  # fmt: skip
+    layer = ctx.layer or convs[-1]
+    images, _ = ctx.test_images()  # pixels only: no need for the predictions
     found = A.top_patches(lr.model, lr.preprocess(images), layer, per_filter=9)
     tiles = [
         [A.crop(images[h["image"]].numpy(), h["box"]) for h in hits] for hits in found["filters"]
     ]
     rf = "x".join(map(str, found["receptive_field"]))
     draw.patches_figure(
-        tiles, out / "patches.png", f"What each filter of {layer} responds to ({rf}-pixel field)"
+        tiles,
+        ctx.out / "patches.png",
+        f"What each filter of {layer} responds to ({rf}-pixel field)",
     )
-    return {
-        "images": ["patches.png"],
-        "caption": f"For each filter of layer {layer}: the 9 test-set patches that excite it "
+    return SectionResult(
+        images=["patches.png"],
+        caption=f"For each filter of layer {layer}: the 9 test-set patches that excite it "
         f"most (one per image, strongest top-left), cropped to the {rf} pixels the filter "
         "can see at that position (its receptive field; crops at the border are smaller). "
         "What the 9 patches share is what the filter identifies. Choose another layer with "
         "--layer.",
-        "data": found,
-    }
+        data=found,
+    )
 
 
-def section_attention(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[str, Any]:
+def section_attention(ctx: ReportContext) -> SectionResult | Note:
+    lr, target = ctx.lr, ctx.target  # target checked against the classes by write_report
     has_conv = any(isinstance(m, torch.nn.Conv2d) for m in lr.model.modules())
-    target = state.get("target")  # checked against the classes by write_report
     rows, data = [], []
-    for item in _inputs(lr, state):
+    for item in ctx.inputs():
         x = lr.preprocess(torch.from_numpy(item["converted"])[None])
         proba = A.predict_proba(lr.model, x, autocast=lr.autocast)[0]
         top = np.argsort(-proba)[:3]
@@ -237,37 +304,40 @@ def section_attention(lr: LoadedRun, out: Path, state: dict, **_: Any) -> dict[s
                      "top3": [[lr.classes[i], float(proba[i])] for i in top],
                      "target": lr.classes[cls],
                      "gradcam_layer": cam["layer"] if cam else None})  # fmt: skip
-    draw.attention_figure(rows, out / "attention.png", f"Where {_title(lr)} looks")
-    return {
-        "images": ["attention.png"],
-        "caption": "For each image: the file as given and how it was converted for the model "
+    draw.attention_figure(rows, ctx.out / "attention.png", f"Where {_title(lr)} looks")
+    return SectionResult(
+        images=["attention.png"],
+        caption="For each image: the file as given and how it was converted for the model "
         "(grey or RGB, resized, inverted if light-on-dark is expected), the model's input "
         "with its top 3 classes, then two heat maps for the class named above them (red = "
         "most important). Grad-CAM weights the last convolution layer's maps by how much "
         "they raise that class's score: coarse regions. Saliency is how much each input "
         "pixel changes the score: fine, noisier detail.",
-        "data": data,
-    }
+        data=data,
+    )
 
 
-BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "curves": section_curves,
-    "confusion": section_confusion,
-    "mistakes": section_mistakes,
-    "filters": section_filters,
-    "features": section_features,
-    "patches": section_patches,
-    "attention": section_attention,
-}
-TITLES = {
-    "curves": "Training curves",
-    "confusion": "Confusion matrix",
-    "mistakes": "Mistakes",
-    "filters": "Filters",
-    "features": "Feature maps",
-    "patches": "What each filter responds to",
-    "attention": "Where the model looks",
-}
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: its name on the command line, its heading, and its builder."""
+
+    name: str
+    title: str
+    build: Callable[[ReportContext], SectionResult | Note]
+
+
+# The report, in page order.
+SECTION_TABLE: tuple[Section, ...] = (
+    Section("curves", "Training curves", section_curves),
+    Section("confusion", "Confusion matrix", section_confusion),
+    Section("mistakes", "Mistakes", section_mistakes),
+    Section("filters", "Filters", section_filters),
+    Section("features", "Feature maps", section_features),
+    Section("patches", "What each filter responds to", section_patches),
+    Section("attention", "Where the model looks", section_attention),
+)
+SECTIONS = tuple(s.name for s in SECTION_TABLE)
+_BY_NAME = {s.name: s for s in SECTION_TABLE}
 
 
 def _title(lr: LoadedRun) -> str:
@@ -287,30 +357,45 @@ def write_report(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Compute and draw `sections` into folder `out`; returns the path of its index.html."""
-    out = Path(out)
-    state: dict[str, Any] = {"image_files": image_files or [], "indices": indices or [],
-                             "layer": layer, "target": target, "limit": limit}  # fmt: skip
-    unknown = [s for s in sections if s not in BUILDERS]
-    if unknown:
-        raise ConfigError(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
-    if target is not None and target not in lr.classes:
-        raise ConfigError(f"--class {target!r} is not one of {', '.join(lr.classes)}")
-    if layer is not None and layer not in A.spatial_layers(lr.model):
-        raise ConfigError(
-            f"--layer {layer!r} is not a convolution or pooling layer of {lr.cfg.model}; "
-            f"choose from: {', '.join(A.spatial_layers(lr.model)) or 'none'}"
-        )
-    if image_files or indices:  # bad inputs fail before anything is written
-        _inputs(lr, state)
-    out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for name in sections:
-        log(f"  {TITLES[name]}...")
-        results[name] = BUILDERS[name](lr, out, state=state)
-    write_json(out / "report.json", _jsonable({"run": str(lr.run.root), "sections": results}))
-    page = out / "index.html"
+    ctx = ReportContext(
+        lr,
+        Path(out),
+        image_files=list(image_files or []),
+        indices=list(indices or []),
+        layer=layer,
+        target=target,
+        limit=limit,
+    )
+    chosen = _check_request(ctx, sections)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[Section, SectionResult | Note]] = []
+    for section in chosen:
+        log(f"  {section.title}...")
+        results.append((section, section.build(ctx)))
+    report = {"run": str(lr.run.root), "sections": {s.name: r.to_json() for s, r in results}}
+    write_json(ctx.out / "report.json", _jsonable(report))
+    page = ctx.out / "index.html"
     write_text(page, _html(lr, results))
     return page
+
+
+def _check_request(ctx: ReportContext, sections: tuple[str, ...]) -> list[Section]:
+    """The sections asked for, each once; a bad request fails here, before anything is
+    written."""
+    lr = ctx.lr
+    unknown = [s for s in sections if s not in _BY_NAME]
+    if unknown:
+        raise ConfigError(f"unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
+    if ctx.target is not None and ctx.target not in lr.classes:
+        raise ConfigError(f"--class {ctx.target!r} is not one of {', '.join(lr.classes)}")
+    if ctx.layer is not None and ctx.layer not in A.spatial_layers(lr.model):
+        raise ConfigError(
+            f"--layer {ctx.layer!r} is not a convolution or pooling layer of {lr.cfg.model}; "
+            f"choose from: {', '.join(A.spatial_layers(lr.model)) or 'none'}"
+        )
+    if ctx.image_files or ctx.indices:  # load (and check) the inputs now
+        ctx.inputs()
+    return [_BY_NAME[name] for name in dict.fromkeys(sections)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -325,12 +410,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _html(lr: LoadedRun, results: dict[str, dict[str, Any]]) -> str:
+def _html(lr: LoadedRun, results: list[tuple[Section, SectionResult | Note]]) -> str:
     esc = html.escape
     acc = ""
-    result_file = lr.run.result
-    if result_file.exists():
-        r = json.loads(result_file.read_text())
+    r = lr.run.result()
+    if r is not None:
         acc = f" Test accuracy {r['test_accuracy']:.2%} after {r['epochs']} epochs."
     parts = [
         "<!doctype html>",
@@ -343,16 +427,16 @@ def _html(lr: LoadedRun, results: dict[str, dict[str, Any]]) -> str:
         f"<h1>What does it identify? {esc(_title(lr))}</h1>",
         f"<p>Run folder <code>{esc(str(lr.run.root))}</code>: model <code>{esc(lr.cfg.model)}"
         f"</code>, weights of epoch {lr.epoch}.{esc(acc)}</p>",
-        "<nav>" + "".join(f'<a href="#{n}">{TITLES[n]}</a>' for n in results) + "</nav>",
+        "<nav>" + "".join(f'<a href="#{s.name}">{s.title}</a>' for s, _ in results) + "</nav>",
     ]
-    for name, res in results.items():
-        parts.append(f'<h2 id="{name}">{TITLES[name]}</h2>')
-        if "note" in res:
-            parts.append(f"<p class=caption><em>{esc(res['note'])}</em></p>")
+    for section, res in results:
+        parts.append(f'<h2 id="{section.name}">{section.title}</h2>')
+        if isinstance(res, Note):
+            parts.append(f"<p class=caption><em>{esc(res.note)}</em></p>")
             continue
-        parts.append(f"<p class=caption>{esc(res['caption'])}</p>")
-        for img in res["images"]:
-            parts.append(f'<p><img src="{esc(img)}" alt="{esc(TITLES[name])}"></p>')
+        parts.append(f"<p class=caption>{esc(res.caption)}</p>")
+        for img in res.images:
+            parts.append(f'<p><img src="{esc(img)}" alt="{esc(section.title)}"></p>')
     parts.append("<p>The numbers behind every picture: <a href=\"report.json\">report.json</a>"
                  "</p></body></html>")  # fmt: skip
     return "\n".join(parts) + "\n"

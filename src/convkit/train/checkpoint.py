@@ -4,10 +4,15 @@
   reader can load it; metadata holds the run config, so the model can be rebuilt from it alone.
 * training state (last.safetensors): `model/...`, `optimizer/...` and `rng/...` tensors, with
   the epoch and the optimizer's non-tensor state in metadata, to resume exactly where it stopped.
+
+Each file carries a SHA-256 of its tensors' names, dtypes, shapes and bytes and of its metadata
+(metadata key `sha256`), checked on every load: a bit flipped on disk is an error naming the
+file, never a silently different model. Files written before the checksum existed still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,9 +27,21 @@ from convkit.fileio import atomic_path
 FORMAT = "convkit-checkpoint-1"
 
 
+def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    for key in sorted(metadata):
+        h.update(f"{key}={metadata[key]}|".encode())
+    return h.hexdigest()
+
+
 def _save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    metadata["sha256"] = _digest(tensors, metadata)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
@@ -37,16 +54,71 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise ConfigError(f"{path}: not a readable safetensors file ({exc})") from None
+            # Copies: safetensors maps the file, and a tensor left pointing into the map (an
+            # optimizer's step count, say) would keep a replaced checkpoint's disk space in use.
+            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); "
+            f"{_AFTER_DAMAGE}"
+        ) from None
     if raw_meta.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: not a convkit checkpoint (metadata format is "
             f"{raw_meta.get('format')!r}, expected {FORMAT!r})"
         )
-    meta = {k: json.loads(v) for k, v in raw_meta.items() if k != "format"}
-    return tensors, meta
+    stored = raw_meta.pop("sha256", None)
+    if stored is not None and stored != _digest(tensors, raw_meta):
+        raise ConfigError(
+            f"{path}: damaged: its contents do not match the SHA-256 stored with them (a bit "
+            f"changed on disk, or a copy went wrong); {_AFTER_DAMAGE}"
+        )
+    return tensors, _parse_metadata(path, raw_meta)
+
+
+_AFTER_DAMAGE = "restore it from a backup, or train again"
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a convkit checkpoint without reading its tensors (not checksum-verified:
+    `load` verifies)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ConfigError(
+            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); "
+            f"{_AFTER_DAMAGE}"
+        ) from None
+    return _parse_metadata(path, raw)
+
+
+def _parse_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    """The JSON values of a checkpoint's metadata (every value convkit writes is JSON)."""
+    try:
+        return {k: json.loads(v) for k, v in raw.items() if k not in ("format", "sha256")}
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, or a 5,000-digit number
+        raise ConfigError(
+            f"{path}: damaged metadata ({_first_line(exc)}); {_AFTER_DAMAGE}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
+
+
+# What a training state must hold to be resumed from.
+_STATE_KEYS = ("config", "epoch", "best", "since_best", "train_seconds", "optimizer_groups",
+               "optimizer_scalars")  # fmt: skip
+
+
+def check_state_metadata(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    missing = [k for k in _STATE_KEYS if k not in meta]
+    if missing or not isinstance(meta.get("epoch"), int):
+        what = f"no {', '.join(missing)}" if missing else f"epoch {meta.get('epoch')!r}"
+        raise ConfigError(f"{path}: not a training state convkit wrote ({what}); {_AFTER_DAMAGE}")
+    return meta
 
 
 def save_weights(path: Path, model: torch.nn.Module, **meta: Any) -> None:
@@ -84,7 +156,24 @@ def restore_training_state(
 ) -> dict[str, Any]:
     """Load model, optimizer and RNG states saved by `save_training_state`; returns the metadata."""
     tensors, meta = load(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    check_state_metadata(path, meta)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    except RuntimeError as exc:
+        raise ConfigError(f"{path} does not fit the run's model: {exc}") from None
+    try:
+        _restore_optimizer(optimizer, tensors, meta)
+        torch.set_rng_state(tensors["rng/torch"])
+        for name, generator in generators.items():
+            generator.set_state(tensors[f"rng/{name}"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: the optimizer or random state does not fit this run ({_first_line(exc)})"
+        ) from None
+    return meta
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors, meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer/"):
@@ -99,7 +188,3 @@ def restore_training_state(
         for name, value in param_state.items():
             if torch.is_tensor(value) and value.shape == param.shape:
                 param_state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
-    torch.set_rng_state(tensors["rng/torch"])
-    for name, generator in generators.items():
-        generator.set_state(tensors[f"rng/{name}"])
-    return meta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ SWITCH = ("auto", "on", "off")
 
 # Settings that say how to compute, not what: a resumed run may change them.
 ENGINE_SETTINGS = ("device", "precision", "channels_last", "compile", "threads")
+# What a resume may change: how long and how to compute, never the model, the data or the
+# optimisation (changing those mid-run would not load, or would silently be another run).
+RESUMABLE = ("epochs", "patience", "eval_batch_size", *ENGINE_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ class TrainConfig:
         "auto", "channels-last memory layout (auto: on for models with convolutions)", SWITCH
     )
     compile: str = _setting("off", "torch.compile the model (pays only on long runs)", SWITCH[1:])
+    init: str = _setting(
+        "",
+        "start from trained weights (fine-tuning): a .pth or .safetensors state dict, or a run "
+        "folder; a classifier for another number of classes is replaced by a new one",
+    )
+    freeze: bool = _setting(False, "with --init: train only the classifier, keep the rest as is")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -87,6 +97,10 @@ class TrainConfig:
                 raise ConfigError(
                     f"expected {f.name} in {', '.join(choices)}, received {f.name}={value!r}"
                 )
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"expected {f.name} to be a finite number, received {value}")
         positive = ("epochs", "batch_size", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -102,6 +116,8 @@ class TrainConfig:
             raise ConfigError(
                 f"expected 0 <= label_smoothing < 1, received label_smoothing={self.label_smoothing}"
             )
+        if self.freeze and not self.init:
+            raise ConfigError("freeze keeps the initial weights: give --init FILE_OR_RUN with it")
         if self.schedule == "plateau" and self.val_split == 0:
             raise ConfigError("schedule=plateau needs a validation split: set --val-split > 0")
         if self.keep == "best" and self.val_split == 0:
@@ -117,19 +133,45 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> TrainConfig:
-        return cls().merged(values, source)
+        return cls.layered([(source, values)])
+
+    @classmethod
+    def layered(cls, layers: list[tuple[str, dict[str, Any]]]) -> TrainConfig:
+        """Defaults < each (source, values) layer in turn, checked once when all are merged.
+
+        Each value is checked against its field's type as it comes (the error names its source);
+        rules that tie settings together (keep=best needs a validation split) are checked on the
+        merged result only, so a later layer can mend what an earlier one set."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        merged: dict[str, Any] = {}
+        for source, values in layers:
+            for key, value in values.items():
+                if key not in fields:
+                    raise ConfigError(
+                        f"{source}: unknown setting {key!r}; settings are: {', '.join(fields)}"
+                    )
+                merged[key] = _coerce(key, value, type(fields[key].default), source)
+        return cls(**merged)
 
     def merged(self, values: dict[str, Any], source: str) -> TrainConfig:
         """A copy with `values` applied, each checked against its field's type; `source` names them."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
-        changes = {}
-        for key, value in values.items():
-            if key not in fields:
-                raise ConfigError(
-                    f"{source}: unknown setting {key!r}; settings are: {', '.join(fields)}"
-                )
-            changes[key] = _coerce(key, value, type(getattr(self, key)), source)
-        return dataclasses.replace(self, **changes)
+        return self.layered([("", self.to_dict()), (source, values)])
+
+    def resumed(self, values: dict[str, Any], source: str = "command line") -> TrainConfig:
+        """This run's config with the changes a resume may make; anything that would change the
+        model, the data or the optimisation already under way is refused, naming the setting."""
+        current = self.to_dict()
+        refused = [
+            k for k, v in values.items() if k not in RESUMABLE and k in current and current[k] != v
+        ]
+        if refused:
+            key = refused[0]
+            raise ConfigError(
+                f"--resume continues the run as it was set up: {key} cannot change (the run has "
+                f"{key}={current[key]!r}, asked: {values[key]!r}). A resume may change only "
+                f"{', '.join(RESUMABLE)}; train a new run for anything else"
+            )
+        return self.merged(values, source)
 
 
 def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
@@ -140,17 +182,35 @@ def _coerce(key: str, value: Any, kind: type, source: str) -> Any:
     return value
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML or JSON file (a flat table of setting = value)."""
+def read_config_file(path: str | Path, max_bytes: int = 1 << 20) -> dict[str, Any]:
+    """Settings from a TOML or JSON file (a flat table of setting = value).
+
+    A settings file is a few hundred bytes; one over `max_bytes` (or a device like /dev/zero)
+    is refused after reading that much, never read whole."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise ConfigError(
+            f"{path}: more than {max_bytes:,} bytes, too large for a settings file "
+            f"(is it the right file?)"
+        )
+    kind = path.suffix.lstrip(".") or "TOML"  # any other suffix is read as TOML
     try:
+        text = raw.decode("utf-8")
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not {kind} text: byte 0x{raw[exc.start]:02x} at offset {exc.start} is "
+            f"not UTF-8"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid {kind}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, TOMLDecodeError, an integer of 4,300+ digits
+        raise ConfigError(f"{path}: not valid {kind}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of settings, found {type(data).__name__}")
     return data

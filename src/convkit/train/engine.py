@@ -105,18 +105,27 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def backend_for(device: torch.device) -> str:
+    """The collective backend for a device: NCCL between GPUs, gloo between CPUs."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def init_distributed(device: torch.device) -> Distributed:
-    """Join the process group torchrun set up (once per process); one process otherwise."""
+    """Join the process group torchrun set up (once per process); one process otherwise.
+
+    This is the only place that reads torchrun's RANK and WORLD_SIZE, and the only one that
+    starts a process group: everything else gets the Engine's `Distributed`."""
     import torch.distributed as dist
 
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return Distributed()
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend_for(device)
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), _local_rank(), backend)
+    # Record the backend the group really has, not the one asked for.
+    return Distributed(dist.get_rank(), dist.get_world_size(), _local_rank(), dist.get_backend())
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,16 @@ class Engine:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, in every process (the value itself in one process)."""
+        if not self.dist.active:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def barrier(self) -> None:
         if self.dist.active:

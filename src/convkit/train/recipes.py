@@ -16,8 +16,12 @@ class Recipe:
     target: str  # what it should reach, and where that figure comes from
     settings: dict[str, Any]
 
+    def settings_dict(self) -> dict[str, Any]:
+        """The recipe as a layer of settings (see TrainConfig.layered)."""
+        return {"recipe": self.name, **self.settings}
+
     def config(self) -> TrainConfig:
-        return TrainConfig.from_dict({"recipe": self.name, **self.settings}, f"recipe {self.name}")
+        return TrainConfig.from_dict(self.settings_dict(), f"recipe {self.name}")
 
 
 RECIPES: dict[str, Recipe] = {

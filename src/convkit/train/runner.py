@@ -1,21 +1,13 @@
-"""A training run as a folder: config, per-epoch metrics, checkpoints, result, curves.
+"""Training a config into a run folder, in three steps: prepare, the epoch loop, finish.
 
-runs/<recipe>-<time>/
-  config.json        the resolved TrainConfig
-  metrics.jsonl      one JSON object per epoch
-  model.safetensors  the weights kept (best val loss, or last epoch), with the config
-  last.safetensors   model + optimizer + RNG after the last finished epoch, for --resume
-  result.json        test metrics, timings and provenance
-  curves.png         loss and accuracy per epoch
+The run folder and its files belong to convkit.runs.Run; this module only decides what goes in.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -24,75 +16,358 @@ from typing import Any
 import torch
 from torch import nn
 
-from convkit.data import Batches, Split, holdout_split, load_dataset
+from convkit.data import Batches, Dataset, DatasetSpec, Split, holdout_split, load_dataset
 from convkit.data.arrays import channel_stats, shard_of
 from convkit.data.augment import random_crop_flip
-from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError
-from convkit.fileio import read_json, write_json, write_text
 from convkit.models import create_model
-from convkit.train import checkpoint
+from convkit.runs import Run, new_run_dir
+from convkit.train import warmstart
 from convkit.train.config import TrainConfig
-from convkit.train.engine import Engine, launched_by_torchrun, resolve_engine
+from convkit.train.engine import Engine, resolve_engine
 from convkit.train.loop import means, predict_sums, train_one_epoch
 from convkit.train.optim import build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
 from convkit.train.provenance import provenance
 
+DataArg = Dataset | DatasetSpec | str | None  # a loaded dataset, a spec, a name, or cfg.dataset
 
-@dataclass(frozen=True)
-class RunDir:
-    root: Path
+
+def train(
+    cfg: TrainConfig,
+    *,
+    data: DataArg = None,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    progress: Progress | None = None,
+    started: float | None = None,
+) -> dict[str, Any] | None:
+    """Train `cfg` into a new run folder (`out`, or runs/<recipe>-<time>); returns the result.
+
+    `data` may be a loaded Dataset (tests train on tiny made-up ones), a spec or a name; by
+    default the dataset `cfg` names. Under torchrun every process calls this and rank 0 alone
+    writes the folder and returns the result (the others return None)."""
+    started = time.perf_counter() if started is None else started
+    progress = progress or Progress()
+    dataset = _dataset(data or cfg.dataset, data_dir, download, progress)
+    cfg = cfg.replace(dataset=dataset.spec.name)
+    model, engine = _model_and_engine(cfg, dataset, progress, fresh=True)
+    path = Path(out) if out else Path(engine.broadcast(str(new_run_dir(cfg.recipe or cfg.model))))
+    run = Run(path)
+    run.refuse_existing()
+    if engine.dist.is_main:
+        run = Run.create(path, cfg)
+    s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    _run_epochs(s)
+    return _finish(s)
+
+
+def resume(
+    run_dir: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    data: DataArg = None,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    progress: Progress | None = None,
+    started: float | None = None,
+) -> dict[str, Any] | None:
+    """Continue an interrupted run from its last finished epoch (model, optimizer, RNG, history).
+
+    `overrides` may change only what cannot change the model, the data or the optimisation
+    (TrainConfig.resumed); anything else is refused before a file is touched. The number of
+    processes may differ from the interrupted run's."""
+    started = time.perf_counter() if started is None else started
+    progress = progress or Progress()
+    run = Run(run_dir)
+    if not run.resumable:
+        raise ConfigError(
+            f"{run.root} is not a resumable run folder (it needs config.json, written when a "
+            f"run starts); start one with `convkit train RECIPE --out {run.root}`"
+        )
+    saved = run.config()
+    cfg = saved.resumed(overrides or {})
+    run.discard_partial_writes()
+    dataset = _dataset(data or cfg.dataset, data_dir, download, progress)
+    model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
+    s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    # The changed settings reach config.json with the next epoch's commit, so the config and
+    # the training state always agree (a damaged or edited config.json is then noticed).
+    s.config_changed = cfg != saved
+    if run.has_state:
+        _restore(s)
+    _run_epochs(s)
+    return _finish(s)
+
+
+# ---- prepare ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """Everything the epoch loop and the finish work on, built once by `_prepare`."""
+
+    cfg: TrainConfig
+    run: Run
+    engine: Engine
+    dataset: Dataset
+    model: nn.Module  # the plain module (weights are saved from it)
+    step_model: nn.Module  # what training steps call: DDP- and compile-wrapped as asked
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: nn.Module
+    generators: dict[str, torch.Generator]
+    norm: dict[str, torch.Tensor]  # per-channel mean and std, when standardizing
+    train_batches: Batches
+    val_batches: Batches
+    n_train: int
+    n_val: int
+    progress: Progress
+    started: float
+    started_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "val_loss": math.inf})
+    since_best: int = 0
+    train_seconds: float = 0.0
+    first_epoch: int = 1
+    config_changed: bool = False  # a resume changed settings that config.json does not hold yet
 
     @property
-    def config(self) -> Path:
-        return self.root / "config.json"
+    def stopped_early(self) -> bool:
+        return bool(self.cfg.patience) and self.since_best >= self.cfg.patience
 
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.safetensors"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "last.safetensors"
-
-    @property
-    def result(self) -> Path:
-        return self.root / "result.json"
-
-    @property
-    def curves(self) -> Path:
-        return self.root / "curves.png"
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.exists():
-            return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-
-    def write_metrics(self, history: list[dict[str, Any]]) -> None:
-        write_text(self.metrics, "".join(json.dumps(m) + "\n" for m in history))
+    def layout(self) -> dict[str, Any]:
+        return {"memory_format": self.engine.memory_format, **self.norm}
 
 
-def new_run_dir(name: str, base: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(base) / f"{name}-{stamp}"
-    n = 2
-    while path.exists():
-        path = Path(base) / f"{name}-{stamp}-{n}"
-        n += 1
-    return path
+def _dataset(data: Dataset | DatasetSpec | str, data_dir, download, progress) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    log = progress.message if progress else print
+    return load_dataset(data, data_dir, download=download, log=log)
 
 
-def normalization(cfg: TrainConfig, train_split: Split) -> dict[str, torch.Tensor]:
-    """The per-channel mean and std to standardize with (from the training split), if asked."""
-    if cfg.normalize != "standardize":
-        return {}
-    mean, std = channel_stats(train_split)
-    return {"mean": mean, "std": std}
+def _model_and_engine(
+    cfg: TrainConfig, dataset: Dataset, progress: Progress | None, fresh: bool
+) -> tuple[nn.Module, Engine]:
+    """The model, initialised from the seed (or from --init weights when `fresh`), and the
+    engine that will train it (which joins torchrun's process group with the backend its
+    device needs)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)  # initialisation (and dropout, in one process)
+    c, h, w = dataset.spec.image_shape
+    model = create_model(
+        cfg.model, num_classes=len(dataset.classes), in_channels=c, input_size=(h, w)
+    )
+    notes = []
+    if cfg.init and fresh:  # a resumed run restores its own weights
+        state = warmstart.read_initial_weights(cfg.init)
+        notes.append(warmstart.apply_initial_weights(model, state, cfg.init))
+    if cfg.freeze:
+        notes.append(warmstart.freeze_all_but_classifier(model))
+    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, cfg.compile, model)
+    if progress is not None and engine.dist.is_main:
+        for line in notes:
+            progress.message(line)
+    return model, engine
+
+
+def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
+    """Data split, batches, optimizer, schedule and loss, on the engine's device and layout."""
+    rank, world = engine.dist.rank, engine.dist.world_size
+    progress = progress or Progress()
+    if not engine.dist.is_main:
+        progress = Progress(enabled=False)  # rank 0 alone prints and writes the run folder
+    generators = {
+        "shuffle": torch.Generator().manual_seed(cfg.seed),  # the order of training samples
+        "augment": torch.Generator().manual_seed(cfg.seed + 1),  # crops and flips
+    }
+    pool = dataset.train[: cfg.limit] if cfg.limit else dataset.train
+    train_split, val_split = holdout_split(pool, cfg.val_split)
+    model, step_model = engine.prepare(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
+    optimizer = build_optimizer(cfg, trainable, engine.device)
+    norm = {}
+    if cfg.normalize == "standardize":  # with the training split's per-channel mean and std
+        norm = dict(zip(("mean", "std"), channel_stats(train_split), strict=True))
+    augment = None
+    if cfg.augment == "crop-flip":
+        augment = partial(random_crop_flip, pad=4, generator=generators["augment"])
+    layout = {"memory_format": engine.memory_format, **norm}
+    dev = engine.device
+    try:
+        train_batches = Batches(
+            train_split.to(dev), cfg.batch_size, shuffle=True, generator=generators["shuffle"],
+            augment=augment, shard=(rank, world), **layout,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
+    return Session(
+        cfg=cfg, run=run, engine=engine, dataset=dataset, model=model, step_model=step_model,
+        optimizer=optimizer, scheduler=build_schedule(cfg, optimizer, len(train_batches)),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # categorical CE
+        generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
+        n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
+    )  # fmt: skip
+
+
+def _restore(s: Session) -> None:
+    """Model, optimizer, schedule, random streams and history as the last finished epoch left them."""
+    meta, s.history = s.run.restore(s.model, s.optimizer, s.generators)
+    if s.scheduler is not None:
+        state = dict(meta["scheduler"])
+        # Milestones follow from the config; their JSON copy has string keys that never match.
+        state.pop("milestones", None)
+        s.scheduler.load_state_dict(state)
+    s.best, s.since_best, s.train_seconds = meta["best"], meta["since_best"], meta["train_seconds"]
+    s.first_epoch = meta["epoch"] + 1
+    s.progress.message(f"Resuming {s.run.root} after epoch {meta['epoch']} of {s.cfg.epochs}")
+
+
+# ---- the epoch loop -----------------------------------------------------------------------------
+
+
+def _run_epochs(s: Session) -> None:
+    cfg, engine = s.cfg, s.engine
+    if not engine.dist.is_main:
+        # The checkpoint holds rank 0's random streams; the others draw their own dropout
+        # masks and crops (the shuffle order is shared: every process must agree on it).
+        rank = engine.dist.rank
+        torch.manual_seed(cfg.seed + 1000 * rank + s.first_epoch)
+        s.generators["augment"].manual_seed(cfg.seed + 1 + 1000 * rank + s.first_epoch)
+    s.progress.message(
+        f"Training {cfg.model} on {cfg.dataset}: {s.n_train:,} train / {s.n_val:,} val / "
+        f"{len(s.dataset.test):,} test images, {count_params(s.model):,} parameters -> {s.run.root}"
+    )
+    s.progress.message(_engine_line(engine))
+    for epoch in range(s.first_epoch, cfg.epochs + 1):
+        if s.stopped_early:
+            break
+        record = _one_epoch(s, epoch)
+        s.history.append(record)
+        if engine.dist.is_main:
+            _commit(s, record)
+        s.progress.end_epoch(_epoch_line(record, cfg.epochs))
+        if s.stopped_early:
+            s.progress.message(
+                f"Early stopping: val loss has not improved for {cfg.patience} "
+                f"epochs (best: epoch {s.best['epoch']})"
+            )
+
+
+def _one_epoch(s: Session, epoch: int) -> dict[str, Any]:
+    """Train one epoch, validate, step the schedule; returns the epoch's record."""
+    t0 = time.perf_counter()
+    s.progress.start_epoch(epoch, s.cfg.epochs, len(s.train_batches))
+    lr = s.optimizer.param_groups[0]["lr"]
+    sums = train_one_epoch(
+        s.step_model, s.train_batches, s.optimizer, s.loss_fn, per_step(s.scheduler),
+        s.progress.step, s.engine.autocast, s.engine.grad_scaler(),
+    )  # fmt: skip
+    tr = means(dict(zip(SUMS, s.engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
+    t_train = time.perf_counter() - t0
+    va = _evaluate(s.engine, s.model, s.val_batches, s.loss_fn) if s.n_val else None
+    seconds = time.perf_counter() - t0
+    s.train_seconds += seconds
+    if s.scheduler is not None and per_step(s.scheduler) is None:
+        s.scheduler.step(va["loss"])  # plateau: once per epoch, on the validation loss
+    improved = va is not None and va["loss"] < s.best["val_loss"]
+    if improved:
+        s.best, s.since_best = {"epoch": epoch, "val_loss": va["loss"]}, 0
+    else:
+        s.since_best += 1
+    return {
+        "epoch": epoch,
+        "loss": tr["loss"],
+        "accuracy": tr["accuracy"],
+        "val_loss": va["loss"] if va else None,
+        "val_accuracy": va["accuracy"] if va else None,
+        "lr": lr,
+        "seconds": seconds,
+        "images_per_second": s.n_train / t_train,
+        "improved": improved,
+    }
+
+
+def _commit(s: Session, record: dict[str, Any]) -> None:
+    """Save the epoch: kept weights when they improved (or keep=last), metrics, training state."""
+    keep = None
+    if record["improved"] or s.cfg.keep == "last":
+        c, h, w = s.dataset.spec.image_shape
+        keep = dict(
+            config=s.cfg.to_dict(),
+            epoch=record["epoch"],
+            val_loss=record["val_loss"],
+            normalization={k: v.tolist() for k, v in s.norm.items()},
+            classes=list(s.dataset.classes),
+            image_shape=[c, h, w],
+        )
+    state = dict(
+        config=s.cfg.to_dict(),
+        epoch=record["epoch"],
+        best=s.best,
+        since_best=s.since_best,
+        train_seconds=s.train_seconds,
+        scheduler=s.scheduler.state_dict() if s.scheduler is not None else None,
+    )
+    config = s.cfg if s.config_changed else None
+    s.run.save_epoch(
+        s.history, s.model, s.optimizer, s.generators, config=config, keep=keep, state=state
+    )
+    s.config_changed = False
+
+
+# ---- finish -------------------------------------------------------------------------------------
+
+
+def _finish(s: Session) -> dict[str, Any] | None:
+    """Test the kept weights and write the result (once); rank 0 returns it."""
+    cfg, engine = s.cfg, s.engine
+    engine.barrier()  # rank 0 has written the weights kept
+    s.model.load_state_dict(s.run.load_weights())
+    test_split = shard_of(s.dataset.test, engine.dist.rank, engine.dist.world_size)
+    test_batches = Batches(test_split.to(engine.device), cfg.eval_batch_size, **s.layout())
+    test = _evaluate(engine, s.model, test_batches, s.loss_fn)
+    s.progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%")
+    if not engine.dist.is_main:
+        return None
+    result = {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "epochs": len(s.history),
+        "best_epoch": s.best["epoch"] if cfg.keep == "best" else len(s.history),
+        "stopped_early": s.stopped_early,
+        "train_seconds": s.train_seconds,
+        "seconds": time.perf_counter() - s.started,
+        "params": count_params(s.model),
+        "run_dir": str(s.run.root),
+        "recipe": cfg.recipe,
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "config": cfg.to_dict(),
+        "engine": engine.describe(),
+        "data_files": {name: str(path) for name, path in s.dataset.files.items()},
+        "started_at": s.started_at,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
+    }
+    s.run.write_result(result)
+    return result
+
+
+SUMS = ("loss_sum", "correct", "seen")
+
+
+def _evaluate(engine: Engine, model: nn.Module, batches: Batches, loss_fn) -> dict[str, float]:
+    """Mean loss and accuracy over every process's shard of an evaluation set."""
+    sums = predict_sums(model, batches, loss_fn, engine.autocast)
+    return means(dict(zip(SUMS, engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
 
 
 def count_params(model: nn.Module) -> int:
@@ -110,284 +385,6 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
     return line + (" (best, saved)" if m.get("improved") else "")
 
 
-def train(
-    cfg: TrainConfig,
-    *,
-    out: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-    progress: Progress | None = None,
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Train `cfg` into a new run folder (`out`, or runs/<recipe>-<time>); returns the result.
-
-    Under torchrun every process calls this; give them the same --out (the default name holds
-    the start time, which the processes might not agree on, so rank 0's is shared)."""
-    run = RunDir(Path(out) if out else _shared_run_dir(cfg.recipe or cfg.model))
-    if run.last.exists():
-        raise ConfigError(
-            f"{run.root} already holds a run; resume it with --resume {run.root}, "
-            f"or choose another --out"
-        )
-    if _rank() == 0:
-        run.root.mkdir(parents=True, exist_ok=True)
-        write_json(run.config, cfg.to_dict())
-    return _fit(cfg, run, False, data_dir, download, progress or Progress(), started)
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def _shared_run_dir(name: str) -> Path:
-    """A new run folder's name, chosen by rank 0 and shared with the other processes."""
-    path = new_run_dir(name)
-    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")  # the engine reuses it on the CPU
-        names = [str(path)]
-        dist.broadcast_object_list(names, src=0)
-        path = Path(names[0])
-    return path
-
-
-def resume(
-    run_dir: str | Path,
-    overrides: dict[str, Any] | None = None,
-    *,
-    data_dir: str | Path | None = None,
-    download: bool = True,
-    progress: Progress | None = None,
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Continue an interrupted run from its last finished epoch (model, optimizer, RNG, history).
-
-    The number of processes may differ from the interrupted run's."""
-    run = RunDir(Path(run_dir))
-    if not run.last.exists() or not run.config.exists():
-        raise ConfigError(
-            f"{run.root} is not a resumable run folder (it needs config.json and "
-            f"last.safetensors, written after each finished epoch)"
-        )
-    cfg = TrainConfig.from_dict(read_json(run.config), str(run.config))
-    if overrides:
-        cfg = cfg.merged(overrides, "command line")
-        if _rank() == 0:
-            write_json(run.config, cfg.to_dict())
-    return _fit(cfg, run, True, data_dir, download, progress or Progress(), started)
-
-
-def _fit(
-    cfg: TrainConfig,
-    run: RunDir,
-    resuming: bool,
-    data_dir: str | Path | None,
-    download: bool,
-    progress: Progress,
-    started: float | None,
-) -> dict[str, Any]:
-    started = time.perf_counter() if started is None else started
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)  # initialisation (and dropout, in one process)
-    shuffle = torch.Generator().manual_seed(cfg.seed)  # the order of training samples
-    augment_rng = torch.Generator().manual_seed(cfg.seed + 1)  # crops and flips
-    generators = {"shuffle": shuffle, "augment": augment_rng}
-
-    data = load_dataset(cfg.dataset, data_dir, download=download, log=progress.message)
-    pool = data.train[: cfg.limit] if cfg.limit else data.train
-    train_split, val_split = holdout_split(pool, cfg.val_split)
-    c, h, w = data.spec.image_shape
-    model = create_model(
-        cfg.model, num_classes=data.spec.num_classes, in_channels=c, input_size=(h, w)
-    )
-    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, cfg.compile, model)
-    rank, world = engine.dist.rank, engine.dist.world_size
-    if rank != 0:
-        progress = Progress(enabled=False)  # rank 0 alone prints and writes the run folder
-    model, step_model = engine.prepare(model)
-    optimizer = build_optimizer(cfg, model.parameters(), engine.device)
-    norm = normalization(cfg, train_split)
-    augment = (
-        partial(random_crop_flip, pad=4, generator=augment_rng)
-        if cfg.augment == "crop-flip"
-        else None
-    )
-    layout = {"memory_format": engine.memory_format, **norm}
-    dev = engine.device
-    try:
-        train_batches = Batches(
-            train_split.to(dev),
-            cfg.batch_size,
-            shuffle=True,
-            generator=shuffle,
-            augment=augment,
-            shard=(rank, world),
-            **layout,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
-    scheduler = build_schedule(cfg, optimizer, len(train_batches))
-    scaler = engine.grad_scaler()
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # categorical cross-entropy
-
-    history: list[dict[str, Any]] = []
-    best = {"epoch": 0, "val_loss": math.inf}
-    since_best, train_seconds, first_epoch = 0, 0.0, 1
-    if resuming:
-        meta = checkpoint.restore_training_state(run.last, model, optimizer, generators)
-        if scheduler is not None:
-            state = dict(meta["scheduler"])
-            # Milestones follow from the config; their JSON copy has string keys that never match.
-            state.pop("milestones", None)
-            scheduler.load_state_dict(state)
-        best, since_best, train_seconds = meta["best"], meta["since_best"], meta["train_seconds"]
-        first_epoch = meta["epoch"] + 1
-        history = [m for m in run.read_metrics() if m["epoch"] <= meta["epoch"]]
-        progress.message(f"Resuming {run.root} after epoch {meta['epoch']} of {cfg.epochs}")
-    if rank != 0:
-        # The checkpoint holds rank 0's random streams; the others draw their own dropout
-        # masks and crops (the shuffle order is shared: every process must agree on it).
-        torch.manual_seed(cfg.seed + 1000 * rank + first_epoch)
-        augment_rng.manual_seed(cfg.seed + 1 + 1000 * rank + first_epoch)
-    stopped_early = bool(cfg.patience) and since_best >= cfg.patience
-
-    progress.message(
-        f"Training {cfg.model} on {cfg.dataset}: {len(train_split):,} train / {len(val_split):,} "
-        f"val / {len(data.test):,} test images, {count_params(model):,} parameters -> {run.root}"
-    )
-    progress.message(_engine_line(engine))
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if stopped_early:
-            break
-        t0 = time.perf_counter()
-        progress.start_epoch(epoch, cfg.epochs, len(train_batches))
-        lr = optimizer.param_groups[0]["lr"]
-        sums = train_one_epoch(
-            step_model,
-            train_batches,
-            optimizer,
-            loss_fn,
-            per_step(scheduler),
-            progress.step,
-            engine.autocast,
-            scaler,
-        )
-        tr = means(dict(zip(SUMS, engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
-        t_train = time.perf_counter() - t0
-        va = _evaluate(engine, model, val_batches, loss_fn) if len(val_split) else None
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        if scheduler is not None and per_step(scheduler) is None:
-            scheduler.step(va["loss"])  # plateau: once per epoch, on the validation loss
-        improved = va is not None and va["loss"] < best["val_loss"]
-        if improved:
-            best, since_best = {"epoch": epoch, "val_loss": va["loss"]}, 0
-        else:
-            since_best += 1
-        record = {
-            "epoch": epoch,
-            "loss": tr["loss"],
-            "accuracy": tr["accuracy"],
-            "val_loss": va["loss"] if va else None,
-            "val_accuracy": va["accuracy"] if va else None,
-            "lr": lr,
-            "seconds": seconds,
-            "images_per_second": len(train_split) / t_train,
-            "improved": improved,
-        }
-        history.append(record)
-        if rank == 0:
-            _save_weights(cfg, run, model, norm, record)
-            run.write_metrics(history)
-            checkpoint.save_training_state(
-                run.last,
-                model,
-                optimizer,
-                generators,
-                config=cfg.to_dict(),
-                epoch=epoch,
-                best=best,
-                since_best=since_best,
-                train_seconds=train_seconds,
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-            )
-        progress.end_epoch(_epoch_line(record, cfg.epochs))
-        stopped_early = bool(cfg.patience) and since_best >= cfg.patience
-        if stopped_early:
-            progress.message(
-                f"Early stopping: val loss has not improved for {cfg.patience} "
-                f"epochs (best: epoch {best['epoch']})"
-            )
-
-    engine.barrier()  # rank 0 has written the weights kept
-    weights, _ = checkpoint.load(run.model)
-    model.load_state_dict(weights)
-    test_batches = Batches(shard_of(data.test, rank, world).to(dev), cfg.eval_batch_size, **layout)
-    test = _evaluate(engine, model, test_batches, loss_fn)
-    progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%")
-    result = {
-        "test_accuracy": test["accuracy"],
-        "test_loss": test["loss"],
-        "epochs": len(history),
-        "best_epoch": best["epoch"] if cfg.keep == "best" else len(history),
-        "stopped_early": stopped_early,
-        "train_seconds": train_seconds,
-        "seconds": time.perf_counter() - started,
-        "params": count_params(model),
-        "run_dir": str(run.root),
-        "recipe": cfg.recipe,
-        "model": cfg.model,
-        "dataset": cfg.dataset,
-        "seed": cfg.seed,
-        "config": cfg.to_dict(),
-        "engine": engine.describe(),
-        "data_files": {name: str(path) for name, path in data.files.items()},
-        "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **provenance(),
-    }
-    if rank != 0:
-        return result
-    write_json(run.result, result)
-    from convkit.inspect.plots import plot_training_curves  # matplotlib loads only here
-
-    plot_training_curves(
-        history,
-        run.curves,
-        title=f"{cfg.recipe or cfg.model} on {cfg.dataset}",
-        best_epoch=result["best_epoch"],
-    )
-    result["seconds"] = time.perf_counter() - started
-    write_json(run.result, result)
-    return result
-
-
-SUMS = ("loss_sum", "correct", "seen")
-
-
-def _evaluate(engine: Engine, model: nn.Module, batches: Batches, loss_fn) -> dict[str, float]:
-    """Mean loss and accuracy over every process's shard of an evaluation set."""
-    sums = predict_sums(model, batches, loss_fn, engine.autocast)
-    return means(dict(zip(SUMS, engine.all_sum(*(sums[k] for k in SUMS)), strict=True)))
-
-
-def _save_weights(cfg: TrainConfig, run: RunDir, model: nn.Module, norm, record) -> None:
-    if record["improved"] or cfg.keep == "last":
-        checkpoint.save_weights(
-            run.model,
-            model,
-            config=cfg.to_dict(),
-            epoch=record["epoch"],
-            val_loss=record["val_loss"],
-            normalization={k: v.tolist() for k, v in norm.items()},
-        )
-
-
 def _engine_line(engine: Engine) -> str:
     d = engine.describe()
     line = (
@@ -400,51 +397,41 @@ def _engine_line(engine: Engine) -> str:
     return line
 
 
-def load_kept_model(run_dir: str | Path) -> tuple[RunDir, TrainConfig, nn.Module, dict[str, Any]]:
-    """(run folder, config, model with the kept weights, the weights' metadata) of a run."""
-    run = RunDir(Path(run_dir))
-    if not run.model.exists():
-        raise ConfigError(
-            f"{run.root} is not a run folder with weights (no {run.model.name}); "
-            f"train one with `convkit train RECIPE --out {run.root}`"
-        )
-    weights, meta = checkpoint.load(run.model)
-    cfg = TrainConfig.from_dict(meta["config"], str(run.model))
-    spec = get_dataset_spec(cfg.dataset)
-    c, h, w = spec.image_shape
-    model = create_model(cfg.model, num_classes=spec.num_classes, in_channels=c, input_size=(h, w))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise ConfigError(f"{run.model} does not fit model {cfg.model}: {exc}") from None
-    return run, cfg, model, meta
+# ---- evaluate -----------------------------------------------------------------------------------
 
 
 def evaluate_run(
     run_dir: str | Path,
     *,
+    data: DataArg = None,
     data_dir: str | Path | None = None,
     download: bool = True,
     started: float | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Rebuild the model of a run folder from its checkpoint and measure it on the test set."""
+    """Rebuild the model of a run folder from its kept weights and measure it on the test set."""
     started = time.perf_counter() if started is None else started
-    run, cfg, model, meta = load_kept_model(run_dir)
-    data = load_dataset(cfg.dataset, data_dir, download=download, log=log)
-    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", model)
-    model, _ = engine.prepare(model)
+    run = Run(run_dir)
+    kept = run.kept_model()
+    cfg = kept.cfg
+    dataset = data if isinstance(data, Dataset) else load_dataset(
+        data or cfg.dataset, data_dir, download=download, log=log
+    )  # fmt: skip
+    engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", kept.model)
+    model, _ = engine.prepare(kept.model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    norm = {k: torch.tensor(v) for k, v in meta.get("normalization", {}).items()}
-    test_split = shard_of(data.test, engine.dist.rank, engine.dist.world_size).to(engine.device)
-    batches = Batches(test_split, cfg.eval_batch_size, memory_format=engine.memory_format, **norm)
+    test_split = shard_of(dataset.test, engine.dist.rank, engine.dist.world_size)
+    batches = Batches(
+        test_split.to(engine.device), cfg.eval_batch_size, memory_format=engine.memory_format,
+        **kept.normalization,
+    )  # fmt: skip
     test = _evaluate(engine, model, batches, loss_fn)
-    history = run.read_metrics()
+    history = run.history()
     return {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "epochs": len(history),
-        "checkpoint_epoch": meta.get("epoch"),
+        "checkpoint_epoch": kept.epoch,
         "train_seconds": sum(m["seconds"] for m in history),
         "seconds": time.perf_counter() - started,
         "params": count_params(model),
@@ -453,3 +440,6 @@ def evaluate_run(
         "dataset": cfg.dataset,
         "engine": engine.describe(),
     }
+
+
+__all__ = ["Split", "evaluate_run", "resume", "train"]

@@ -1,0 +1,206 @@
+"""User image files (photos, drawings, scans) converted the way a dataset stores its images.
+
+`inspect`, `predict` and the web server all go through `load_image`, so one conversion serves
+them all. Files come from users: every failure is a ConfigError naming the file, and an image
+too large to decode safely is refused from its header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from convkit.errors import ConfigError
+
+# Pixels (width x height) decoded at most unless the caller allows more. Phone and camera photos
+# are 12 to 50 megapixels (50 MP is the high-resolution mode of many phone sensors), so photos
+# pass; decoded as RGB, 50 MP is 150 MB, and converting it peaks at 0.5 GB (0.7 GB with an alpha
+# channel; measured on 50 MP PNGs), which a laptop or a small server can take. A decompression
+# bomb (a small PNG declaring 40000 x 40000) is refused from its header.
+MAX_PIXELS = 50_000_000
+
+# Raster formats users send; others Pillow knows (EPS runs Ghostscript, PSD, FITS, ...) are not
+# opened at all, which keeps rarely-exercised decoders away from files off the internet.
+FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "AVIF", "JPEG2000")
+
+_WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits a sample
+
+
+def load_image(
+    path: str | Path,
+    image_shape: tuple[int, int, int],
+    *,
+    invert_light: bool = True,
+    digit_frame: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> dict[str, Any]:
+    """A user's image file, any size or mode, converted as the run's dataset stores images.
+
+    Turned upright by its EXIF orientation (photos); the first frame of an animation; 16-bit
+    images scaled to 8 bits. Grey or RGB, resized to (H, W). A grey image on a light background
+    is inverted to MNIST's light-on-dark when `invert_light`. With `digit_frame` (MNIST), the
+    drawing is cropped to its ink, scaled to fit 20x20 and centred by its centre of mass in
+    28x28, as MNIST's digits were made (an image that is 28x28 and light on dark already is
+    taken as framed, and kept as it is). An image of more than `max_pixels` pixels is refused
+    before decoding (above 2 x PIL.Image.MAX_IMAGE_PIXELS, ~179 M, Pillow refuses it too).
+    Returns the original (for showing), the converted uint8 array (C, H, W), and a line that
+    says what was done."""
+    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    c, h, w = image_shape
+    if c not in (1, 3):
+        raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"image {path} {what}")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"image {path} is empty (0 bytes)")
+    Image.init()  # registers every plugin, so FORMATS can be checked against them
+    steps = []
+    try:
+        with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+            _check_pixels(path, im.size, max_pixels)  # from the header: nothing decoded yet
+            steps.append(f"{im.size[0]}x{im.size[1]} {im.mode}")
+            if getattr(im, "is_animated", False):
+                im.seek(0)
+                steps.append("first frame")
+            im.load()
+            original_mode = im.mode
+            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+            if orientation in range(2, 9):  # 1 is upright; 2..8 mirror and/or turn
+                ImageOps.exif_transpose(im, in_place=True)  # as the camera was held
+                steps.append(f"turned upright (EXIF orientation {orientation})")
+            if im.mode in _WIDE:
+                im, note = _to_8bit(im)
+                original_mode = "L"
+                steps.append(note)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+                im = Image.new("RGB", im.size, (255, 255, 255))
+                im.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white,
+                del rgba  # as a viewer shows them
+            rgb = im if im.mode == "RGB" else im.convert("RGB")  # no copy made when it is RGB
+            shown = np.asarray(rgb)
+            converted = rgb if c == 3 else im.convert("L")
+    except ConfigError:
+        raise
+    except UnidentifiedImageError:
+        raise ConfigError(f"{path} is not an image convkit reads ({', '.join(FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow checks the header's size inside Image.open, refusing over twice its own
+        # limit (and warning over it), before convkit's check can run.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found[1]):,} pixels" if found else "too many pixels"
+        _refuse(path, pixels, max_pixels, pillow=max_pixels >= 2 * (Image.MAX_IMAGE_PIXELS or 0))
+    except Exception as exc:  # Pillow's decoders raise many types for damaged files
+        raise ConfigError(
+            f"{path} is a damaged image file, or one Pillow cannot convert "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if converted.mode != original_mode:
+        steps.append("grey" if c == 1 else "RGB")
+    if c == 1 and invert_light:
+        a = np.asarray(converted)
+        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+        if border.mean() > 127:
+            converted = Image.fromarray(255 - a)  # dark ink on paper -> MNIST's light on black
+            steps.append("inverted (light background)")
+    # An image already 28x28 and light on dark is taken as MNIST-framed already (a dataset's
+    # own image written to a file, say): framing it again would shift it.
+    framed = converted.size == (w, h) and "inverted (light background)" not in steps
+    if c == 1 and digit_frame and (h, w) == (28, 28) and not framed:
+        array, note = _mnist_frame(converted)
+        steps.append(note)
+    else:
+        resized = converted.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
+        array = np.array(resized, dtype=np.uint8)  # a writable copy
+        array = array[None] if c == 1 else array.transpose(2, 0, 1)
+        if (w, h) != converted.size:
+            steps.append(f"resized to {w}x{h}")
+    return {
+        "path": str(path),
+        "original": shown,
+        "converted": array,
+        "conversion": " -> ".join(steps),
+    }
+
+
+def conversion_options(dataset: str, image_shape: tuple[int, int, int]) -> dict[str, bool]:
+    """How to convert a user's image for a run on `dataset`: grey runs invert a light background
+    (MNIST is light on dark), and MNIST's digits are also framed as MNIST framed them."""
+    return {
+        "invert_light": image_shape[0] == 1,
+        "digit_frame": dataset == "mnist" and tuple(image_shape) == (1, 28, 28),
+    }
+
+
+def _check_pixels(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width < 1 or height < 1:
+        raise ConfigError(f"{path}: the image is {width}x{height}, it has no pixels")
+    if width * height > max_pixels:
+        _refuse(path, f"{width}x{height} = {width * height:,} pixels", max_pixels)
+
+
+def _refuse(path: Path, pixels: str, max_pixels: int, pillow: bool = False) -> NoReturn:
+    how = (
+        "raise PIL.Image.MAX_IMAGE_PIXELS too: Pillow refuses twice its value itself"
+        if pillow
+        else "pass a larger max_pixels to load_image, or scale the image down first"
+    )
+    raise ConfigError(
+        f"{path}: {pixels}, over the limit of {max_pixels:,} (refused before decoding: a "
+        f"file this size may be a decompression bomb); if it is a genuine image, {how}"
+    )
+
+
+def _to_8bit(im) -> tuple[Any, str]:
+    """A grey image of more than 8 bits a sample as 8-bit 'L', scaled rather than clipped:
+    16-bit (PNG, TIFF) by 255/65535; 32-bit integer images whose values fit 0..65535 as 16-bit;
+    float images in 0..1 by 255; others that fit 0..255 unchanged, the rest stretched from
+    their minimum..maximum."""
+    from PIL import Image
+
+    a = np.asarray(im)
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.min() >= 0 and 255 < a.max() <= 65535):
+        # round(v * 255 / 65535), in integers: 65535 -> 255, 32896 -> 128
+        out = (a.astype(np.uint32) * 255 + 32767) // 65535
+        return Image.fromarray(out.astype(np.uint8)), "16-bit scaled to 8-bit"
+    a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if im.mode == "F" and lo >= 0 and hi <= 1:  # float images usually hold 0..1
+        return Image.fromarray((a * 255).round().astype(np.uint8)), "F scaled from 0..1 to 8-bit"
+    if lo >= 0 and hi <= 255:
+        return Image.fromarray(a.round().astype(np.uint8)), f"{im.mode} to 8-bit"
+    out = (a - lo) * (255 / (hi - lo) if hi > lo else 0.0)
+    return Image.fromarray(out.round().astype(np.uint8)), f"{im.mode} stretched from {lo:g}..{hi:g}"
+
+
+def _mnist_frame(grey) -> tuple[np.ndarray, str]:
+    """MNIST's normalisation of a light-on-dark drawing: crop to the ink, fit in 20x20 keeping
+    the aspect ratio, paste into 28x28 so the centre of mass sits at the centre."""
+    from PIL import Image
+
+    a = np.asarray(grey, dtype=np.float64)
+    ink = a > 0.2 * a.max() if a.max() > 0 else np.zeros_like(a, dtype=bool)
+    if not ink.any():
+        return np.zeros((1, 28, 28), dtype=np.uint8), "blank: no ink found"
+    rows, cols = np.nonzero(ink)
+    box = grey.crop((cols.min(), rows.min(), cols.max() + 1, rows.max() + 1))
+    scale = 20 / max(box.size)
+    size = (max(1, round(box.size[0] * scale)), max(1, round(box.size[1] * scale)))
+    digit = np.asarray(box.resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    total = digit.sum()
+    cy = (digit.sum(1) * np.arange(size[1])).sum() / total if total else size[1] / 2
+    cx = (digit.sum(0) * np.arange(size[0])).sum() / total if total else size[0] / 2
+    top = int(round(14 - cy - 0.5))
+    left = int(round(14 - cx - 0.5))
+    top, left = min(max(top, 0), 28 - size[1]), min(max(left, 0), 28 - size[0])
+    out = np.zeros((28, 28), dtype=np.float64)
+    out[top : top + size[1], left : left + size[0]] = digit
+    note = "cropped to the ink, fit in 20x20 and centred by mass in 28x28 (as MNIST)"
+    return out.clip(0, 255).round().astype(np.uint8)[None], note

@@ -1,0 +1,1 @@
+"""Using trained runs: prediction and export."""

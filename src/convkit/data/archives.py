@@ -52,6 +52,13 @@ def _check_member(member: tarfile.TarInfo, dest: Path, archive: str) -> None:
         raise DataError(f"{archive}: refusing member {name!r}: a file named as the folder {dest}")
 
 
+def _read_mode(archive: Path) -> str:
+    """Plain tar or gzip only (the datasets' archives are .tar.gz): tarfile's "r:*" would also
+    try xz/lzma, whose 13-byte header can ask the decoder for a 4 GiB dictionary."""
+    with open(archive, "rb") as f:
+        return "r:gz" if f.read(2) == b"\x1f\x8b" else "r:"
+
+
 def safe_extract(
     archive: Path,
     dest: Path,
@@ -68,7 +75,7 @@ def safe_extract(
     dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        with tarfile.open(archive, _read_mode(archive)) as tar:
             members, total = [], 0
             for m in tar:  # headers only: stops at the first member over a limit
                 _check_member(m, dest, archive.name)

@@ -142,6 +142,8 @@ def save_training_state(
             else:
                 opt_scalars.setdefault(str(idx), {})[name] = value
     tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout masks on the GPU
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
     for name, generator in generators.items():
         tensors[f"rng/{name}"] = generator.get_state()
     meta = {**meta, "optimizer_groups": opt["param_groups"], "optimizer_scalars": opt_scalars}
@@ -164,6 +166,8 @@ def restore_training_state(
     try:
         _restore_optimizer(optimizer, tensors, meta)
         torch.set_rng_state(tensors["rng/torch"])
+        if "rng/cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng/cuda"])
         for name, generator in generators.items():
             generator.set_state(tensors[f"rng/{name}"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:

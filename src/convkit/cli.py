@@ -472,6 +472,21 @@ def _write_predictions_csv(path: str, rows: list, top_k: int) -> None:
             out.writerow([r.file, *[v for c, p in r.top for v in (c, f"{p:.6f}")], r.conversion])
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from convkit.use.export import ATOL, export_onnx
+
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    report = export_onnx(
+        args.run, args.out, opset=args.opset, data_dir=args.data_dir,
+        download=not args.no_download, atol=args.atol if args.atol is not None else ATOL, log=log,
+    )  # fmt: skip
+    if args.json:
+        _emit_json(report.to_dict())
+        return 0
+    print(f"Predict with it: convkit predict {report.path} IMAGES...")
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------------
 
 
@@ -640,6 +655,26 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
                    help=f"refuse images larger than this, before decoding (default {MAX_PIXELS:,}"
                    "; decompression bombs)")  # fmt: skip
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="a run's model as one ONNX file, preprocessing included, checked before it is kept",
+        description="Write the run's kept model as one self-contained ONNX file: input uint8 "
+        "images (N, C, H, W) as the dataset stores them, output class probabilities; the "
+        "scaling and normalisation are in the graph, and the classes in its metadata. The file "
+        "is checked with onnxruntime against PyTorch on the run's test images; a disagreement "
+        "beyond tolerance is an error and leaves no file. Needs: pip install 'convkit[export]'.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="the only format: onnx")
+    p.add_argument("--out", metavar="FILE", help="where to write it (default: RUN/model.onnx)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--atol", type=float, default=None, metavar="X",
+                   help="largest probability difference accepted (default 1e-4)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--no-download", action="store_true")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")

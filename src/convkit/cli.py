@@ -70,6 +70,8 @@ def cmd_data(args: argparse.Namespace) -> int:
                 f"{r['test']:>6,} test  {r['where']}"
             )
         return 0
+    if args.action == "check" and args.name and Path(args.name).is_dir():
+        return _check_folder(args)
     if args.action == "check":
         names = [args.name] if args.name else list_datasets()
         ok = True
@@ -118,6 +120,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     for path in data.files.values():
         print(f"  {path}")
     return 0
+
+
+def _check_folder(args: argparse.Namespace) -> int:
+    """`convkit data check PATH`: an image folder's classes, counts and unreadable files."""
+    from convkit.data.folders import check_folder, format_table
+    from convkit.models import model_info
+
+    c, h, w = model_info(args.model).input_shape
+    shape = (c, args.image_size, args.image_size) if args.image_size else (c, h, w)
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    report = check_folder(args.name, shape, log=log)
+    if args.json:
+        _emit_json(report.to_dict())
+    else:
+        print(format_table(report))
+        print(f"Train on it: convkit train {args.model} --data {args.name}")
+    return 1 if report.errors else 0
 
 
 # ---- models and summary -------------------------------------------------------------------------
@@ -512,8 +531,17 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     a = actions.add_parser("list", help="declared datasets and where their files are")
     a.add_argument("--json", action="store_true")
     data_dir_flag(a)
-    a = actions.add_parser("check", help="verify the files of one or all datasets")
-    a.add_argument("name", nargs="?")
+    a = actions.add_parser(
+        "check",
+        help="verify the files of one or all datasets, or report on an image folder",
+        description="Verify a registered dataset's files (or all), or, given a folder of class "
+        "folders, report its classes and counts and the files that cannot be read.",
+    )
+    a.add_argument("name", nargs="?", help="dataset name, or the path of an image folder")
+    a.add_argument("--model", default="cifar10-cnn",
+                   help="image folder: convert as this model's input (default cifar10-cnn)")  # fmt: skip
+    a.add_argument("--image-size", type=int, default=0, metavar="N",
+                   help="image folder: resize to N x N (default: the model's input)")  # fmt: skip
     a.add_argument("--json", action="store_true")
     data_dir_flag(a)
     a = actions.add_parser("download", help="fetch a dataset from its mirrors (verified)")

@@ -21,6 +21,7 @@ file, gives one error that names the file and says what to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -36,11 +37,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from convkit.data import Dataset, load_dataset
 from convkit.data.arrays import to_float
 from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError, ConvkitError
 from convkit.fileio import write_json, write_text
-from convkit.models import create_model
+from convkit.models import create_model, model_info
 from convkit.train import checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.engine import resolve_precision
@@ -53,6 +55,26 @@ RESULT = "result.json"
 CURVES = "curves.png"
 ONNX = "model.onnx"
 CPU = torch.device("cpu")
+
+
+def load_data(
+    cfg: TrainConfig,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+    log=print,
+) -> tuple[Dataset, Any]:
+    """The dataset a config trains on: a registered one by name, or an image folder (`data`)
+    converted to the model's input; returns (dataset, the folder's report or None)."""
+    if not cfg.data:
+        return load_dataset(cfg.dataset, data_dir, download=download, log=log), None
+    from convkit.data.folders import load_folder
+
+    c, h, w = model_info(cfg.model).input_shape
+    shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
+    found = load_folder(cfg.data, shape, val_split=cfg.val_split, seed=cfg.seed, log=log)
+    spec = dataclasses.replace(found.dataset.spec, name=f"folder:{found.dataset.spec.name}")
+    return dataclasses.replace(found.dataset, spec=spec, val=found.val), found.report
 
 
 class RunWriteError(ConvkitError):

@@ -47,6 +47,7 @@ class Dataset:
     train: Split
     test: Split
     files: dict[str, Path]  # file name -> the verified file it was read from
+    val: Split | None = None  # a validation split of its own (an image folder's val/), if any
 
     @property
     def classes(self) -> tuple[str, ...]:

@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from convkit.data import load_dataset
 from convkit.data.arrays import Split, to_float
 from convkit.data.images import load_image
-from convkit.runs import KeptModel, Run
+from convkit.runs import KeptModel, Run, load_data
 
 if TYPE_CHECKING:
     from convkit.train.config import TrainConfig
@@ -50,7 +49,7 @@ class LoadedRun:
 
     def test_split(self) -> Split:
         if self._test is None:
-            data = load_dataset(self.cfg.dataset, self.data_dir, download=self.download)
+            data, _ = load_data(self.cfg, data_dir=self.data_dir, download=self.download)
             self._test = data.test
         return self._test
 

@@ -33,6 +33,14 @@ class TrainConfig:
     recipe: str = _setting("", "the recipe these settings started from")
     model: str = _setting("mnist-mlp", "registered model name (see `convkit models`)")
     dataset: str = _setting("mnist", "registered dataset name (see `convkit data list`)")
+    data: str = _setting(
+        "",
+        "train on your own images instead: a folder of class folders (PATH/cat/*.jpg), or of "
+        "train/, test/ (and val/) folders of class folders; decoded once, then cached",
+    )
+    image_size: int = _setting(
+        0, "with --data: images resized (stretched) to N x N (0: the model's own input size)"
+    )
     epochs: int = _setting(10, "passes over the training split")
     batch_size: int = _setting(128, "images per optimizer step")
     optimizer: str = _setting(
@@ -105,7 +113,9 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"expected {name} >= 1, received {name}={getattr(self, name)}")
-        for name in ("patience", "limit", "threads", "weight_decay", "momentum"):
+        if self.image_size and not self.data:
+            raise ConfigError("image_size resizes the images of --data PATH: give --data with it")
+        for name in ("patience", "limit", "threads", "weight_decay", "momentum", "image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"expected {name} >= 0, received {name}={getattr(self, name)}")
         if not self.lr > 0:

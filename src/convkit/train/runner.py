@@ -21,7 +21,7 @@ from convkit.data.arrays import channel_stats, shard_of
 from convkit.data.augment import random_crop_flip
 from convkit.errors import ConfigError
 from convkit.models import create_model
-from convkit.runs import Run, new_run_dir
+from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
 from convkit.train.config import TrainConfig
 from convkit.train.engine import Engine, resolve_engine
@@ -50,7 +50,9 @@ def train(
     writes the folder and returns the result (the others return None)."""
     started = time.perf_counter() if started is None else started
     progress = progress or Progress()
-    dataset = _dataset(data or cfg.dataset, data_dir, download, progress)
+    if cfg.data:  # the run must find its folder again from any working directory
+        cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
+    dataset, folder = _dataset(cfg, data, data_dir, download, progress)
     cfg = cfg.replace(dataset=dataset.spec.name)
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=True)
     path = Path(out) if out else Path(engine.broadcast(str(new_run_dir(cfg.recipe or cfg.model))))
@@ -59,6 +61,7 @@ def train(
     if engine.dist.is_main:
         run = Run.create(path, cfg)
     s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    s.folder = folder
     _run_epochs(s)
     return _finish(s)
 
@@ -89,9 +92,10 @@ def resume(
     saved = run.config()
     cfg = saved.resumed(overrides or {})
     run.discard_partial_writes()
-    dataset = _dataset(data or cfg.dataset, data_dir, download, progress)
+    dataset, folder = _dataset(cfg, data, data_dir, download, progress)
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
     s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    s.folder = folder
     # The changed settings reach config.json with the next epoch's commit, so the config and
     # the training state always agree (a damaged or edited config.json is then noticed).
     s.config_changed = cfg != saved
@@ -134,6 +138,7 @@ class Session:
     train_seconds: float = 0.0
     first_epoch: int = 1
     config_changed: bool = False  # a resume changed settings that config.json does not hold yet
+    folder: Any = None  # an image folder's report (classes, counts, split, unreadable files)
 
     @property
     def stopped_early(self) -> bool:
@@ -143,11 +148,19 @@ class Session:
         return {"memory_format": self.engine.memory_format, **self.norm}
 
 
-def _dataset(data: Dataset | DatasetSpec | str, data_dir, download, progress) -> Dataset:
+def _dataset(cfg: TrainConfig, data, data_dir, download, progress) -> tuple[Dataset, Any]:
+    """(the dataset to train on, an image folder's report or None): `data` when given (a
+    Dataset, a spec or a name), else what the config names (a dataset, or --data's folder)."""
     if isinstance(data, Dataset):
-        return data
-    log = progress.message if progress else print
-    return load_dataset(data, data_dir, download=download, log=log)
+        return data, None
+    if data is not None:
+        return load_dataset(data, data_dir, download=download, log=progress.message), None
+    dataset, folder = load_data(cfg, data_dir=data_dir, download=download, log=progress.message)
+    if folder is not None:
+        from convkit.data.folders import format_table
+
+        progress.message(format_table(folder))
+    return dataset, folder
 
 
 def _model_and_engine(
@@ -187,7 +200,10 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         "augment": torch.Generator().manual_seed(cfg.seed + 1),  # crops and flips
     }
     pool = dataset.train[: cfg.limit] if cfg.limit else dataset.train
-    train_split, val_split = holdout_split(pool, cfg.val_split)
+    if dataset.val is not None:  # an image folder's own val/ folder: nothing held out of train
+        train_split, val_split = pool, dataset.val
+    else:
+        train_split, val_split = holdout_split(pool, cfg.val_split)
     model, step_model = engine.prepare(model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
     optimizer = build_optimizer(cfg, trainable, engine.device)
@@ -353,6 +369,7 @@ def _finish(s: Session) -> dict[str, Any] | None:
         "config": cfg.to_dict(),
         "engine": engine.describe(),
         "data_files": {name: str(path) for name, path in s.dataset.files.items()},
+        **({"folder": s.folder.to_dict()} if s.folder is not None else {}),
         "started_at": s.started_at,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **provenance(),
@@ -414,9 +431,12 @@ def evaluate_run(
     run = Run(run_dir)
     kept = run.kept_model()
     cfg = kept.cfg
-    dataset = data if isinstance(data, Dataset) else load_dataset(
-        data or cfg.dataset, data_dir, download=download, log=log
-    )  # fmt: skip
+    if isinstance(data, Dataset):
+        dataset = data
+    elif data is not None:
+        dataset = load_dataset(data, data_dir, download=download, log=log)
+    else:
+        dataset, _ = load_data(cfg, data_dir=data_dir, download=download, log=log)
     engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", kept.model)
     model, _ = engine.prepare(kept.model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

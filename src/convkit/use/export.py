@@ -29,10 +29,10 @@ import torch
 from torch import nn
 
 import convkit
-from convkit.data import load_dataset, to_float
+from convkit.data import to_float
 from convkit.errors import ConvkitError
 from convkit.fileio import atomic_path
-from convkit.runs import KeptModel, Run
+from convkit.runs import KeptModel, Run, load_data
 from convkit.use.onnx_model import INSTALL, OnnxClassifier
 
 INPUT, OUTPUT = "images", "probabilities"  # the graph's input and output names
@@ -334,7 +334,8 @@ def _test_images(kept: KeptModel, data_dir, download: bool, log) -> tuple[torch.
     """Up to CHECK_IMAGES images of the run's test split, or (None, why random images)."""
     name = kept.cfg.dataset
     try:
-        test = load_dataset(name, data_dir, download=download, log=log).test.images
+        dataset, _ = load_data(kept.cfg, data_dir=data_dir, download=download, log=log)
+        test = dataset.test.images
     except ConvkitError as exc:
         log(f"Checking on random images: dataset {name} cannot be loaded ({_first_line(exc)})")
         return None, f"{RANDOM_IMAGES} random images (dataset {name} cannot be loaded)"

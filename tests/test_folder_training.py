@@ -36,8 +36,10 @@ def trained(tmp_path_factory):
     folder = colour_folder(base / "colours")
     (folder / "red" / "notes.txt").write_text("not a picture")
     run_dir = base / "run"
-    code = main(["train", "cifar10-cnn", "--data", str(folder), "--epochs", "3", "--patience",
-                 "0", "--batch-size", "16", "--out", str(run_dir), "--quiet"])  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse isolation
+        mp.setenv("XDG_CACHE_HOME", str(base / "cache"))
+        code = main(["train", "cifar10-cnn", "--data", str(folder), "--epochs", "3",
+                     "--patience", "0", "--batch-size", "16", "--out", str(run_dir), "--quiet"])  # fmt: skip
     assert code == 0
     return folder, run_dir
 

@@ -506,6 +506,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from convkit.serve import serve
+    except ImportError as exc:
+        raise ConvkitError(
+            f"convkit serve needs the serve extra ({exc.name} is not installed): "
+            "pip install 'convkit[serve]'"
+        ) from None
+    try:
+        serve(args.paths or None, host=args.host, port=args.port, data_dir=args.data_dir)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------------
 
 
@@ -703,6 +718,22 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     data_dir_flag(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "serve",
+        help="a local web page: draw a digit or upload a photo and watch the network see it",
+        description="Serve a local web page over the runs found in RUN_OR_FOLDER (default: "
+        "runs/): pick a run, draw a digit or upload an image, and see the top classes, "
+        "Grad-CAM, the feature maps, the filters and the patches they respond to; a run still "
+        "training updates after each epoch. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument(
+        "paths", nargs="*", metavar="RUN_OR_FOLDER", help="run folders or folders of runs"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")

@@ -1,11 +1,17 @@
 """Pictures of the analyses (matplotlib, Agg), each written atomically as PNG: a thin front end
-over inspect/analyses.py."""
+over inspect/analyses.py. A figure function also writes into a binary file object (io.BytesIO)
+given instead of a path, as the web server does. The small per-image pictures the web page asks
+for on every prediction (an array, a heat map over the input, a layer's channels, a filter's
+patches) are made with Pillow alone, without a figure: they take milliseconds, not a tenth of
+a second."""
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -16,7 +22,11 @@ import numpy as np  # noqa: E402
 from convkit.fileio import atomic_path  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path | BinaryIO) -> Path | BinaryIO:
+    if hasattr(path, "write"):  # a file object (io.BytesIO): nothing to write atomically
+        fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -34,7 +44,7 @@ def _image(ax, chw: np.ndarray, title: str = "", fontsize: int = 8) -> None:
         ax.set_title(title, fontsize=fontsize)
 
 
-def confusion_figure(conf, path: Path, title: str) -> Path:
+def confusion_figure(conf, path: Path | BinaryIO, title: str) -> Path | BinaryIO:
     k = len(conf.classes)
     fig, (ax, bx) = plt.subplots(
         1, 2, figsize=(15, 7), gridspec_kw={"width_ratios": [1.25, 1]}, layout="constrained"
@@ -93,7 +103,9 @@ def _tiles(weights: np.ndarray) -> tuple[list[np.ndarray], float, bool]:
     return [w.mean(0) for w in weights], float(np.abs(weights.mean(1)).max()) or 1.0, False
 
 
-def filters_figure(info: dict[str, Any], path: Path, title: str, limit: int = 64) -> Path:
+def filters_figure(
+    info: dict[str, Any], path: Path | BinaryIO, title: str, limit: int = 64
+) -> Path | BinaryIO:
     w = info["weights"][:limit]
     tiles, scale, rgb = _tiles(w)
     n = len(tiles)
@@ -147,7 +159,9 @@ def feature_maps_figure(
     return _save(fig, path)
 
 
-def patches_figure(tiles: list[list[np.ndarray]], path: Path, title: str, limit: int = 64) -> Path:
+def patches_figure(
+    tiles: list[list[np.ndarray]], path: Path | BinaryIO, title: str, limit: int = 64
+) -> Path | BinaryIO:
     """Per filter a mosaic of its top patches (each patch scaled up, nearest neighbour)."""
     tiles = tiles[:limit]
     n = len(tiles)
@@ -212,3 +226,64 @@ def attention_figure(rows: list[dict[str, Any]], path: Path, title: str) -> Path
     if any(row.get("gradcam") is not None or row.get("saliency") is not None for row in rows):
         fig.colorbar(im, ax=axes, fraction=0.02, label="importance (0 to 1, red = most)")
     return _save(fig, path)
+
+
+# ---- small pictures as PNG bytes, without a figure (the web page's per-request images) --------
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 image, (H, W) grey or (H, W, 3) RGB, as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def hwc(chw: np.ndarray) -> np.ndarray:
+    """A (C, H, W) image with 1 or 3 channels as (H, W) or (H, W, 3), for png_bytes."""
+    return chw[0] if chw.shape[0] == 1 else chw.transpose(1, 2, 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(cmap: str) -> np.ndarray:
+    """A matplotlib colour map as a (256, 3) uint8 table (colormaps[...] makes a copy a call)."""
+    return matplotlib.colormaps[cmap](np.linspace(0, 1, 256), bytes=True)[:, :3]
+
+
+def _colours(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Floats in [0, 1] (any shape) -> uint8 RGB through a colour map, shape (..., 3)."""
+    return _lut(cmap)[(np.clip(values, 0, 1) * 255).round().astype(np.uint8)]
+
+
+def heatmap_overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """A heat map (H, W) in [0, 1] over the (C, H, W) uint8 input shown in grey, in jet colours
+    (red = most), as attention_figure draws it: (H, W, 3) uint8."""
+    grey = np.asarray(image, dtype=np.float64).mean(0)  # (H, W) on 0..255
+    base = np.repeat(grey[..., None], 3, axis=2)
+    mixed = (1 - alpha) * base + alpha * _colours(heat, "jet").astype(np.float64)
+    return mixed.round().clip(0, 255).astype(np.uint8)
+
+
+def maps_grid(maps: np.ndarray, cols: int = 8, limit: int = 64, gap: int = 1) -> np.ndarray:
+    """A layer's channels (C, h, w), the first `limit`, in a grid `cols` wide separated by
+    white lines; each channel on its own scale in viridis (bright = strong), as
+    feature_maps_figure draws them: (rows * (h + gap) - gap, cols * (w + gap) - gap, 3) uint8."""
+    maps = np.asarray(maps, dtype=np.float64)[:limit]
+    n, h, w = maps.shape
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    lo = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - lo
+    scaled = np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0.0)
+    tiles = np.full((rows * cols, h + gap, w + gap, 3), 255, dtype=np.uint8)
+    tiles[:n, :h, :w] = _colours(scaled, "viridis")  # (n, h, w, 3)
+    grid = tiles.reshape(rows, cols, h + gap, w + gap, 3).transpose(0, 2, 1, 3, 4)
+    grid = grid.reshape(rows * (h + gap), cols * (w + gap), 3)
+    return grid[: grid.shape[0] - gap, : grid.shape[1] - gap]  # no line after the last row
+
+
+def patches_mosaic(patches: list[np.ndarray]) -> np.ndarray:
+    """One filter's top patches (C, h, w) uint8 in a square grid, as patches_figure draws each
+    filter: (H, W) or (H, W, 3) uint8."""
+    return _mosaic(patches)

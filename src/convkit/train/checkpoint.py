@@ -59,8 +59,7 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
             tensors = {k: f.get_tensor(k).clone() for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
-            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); "
-            f"{_AFTER_DAMAGE}"
+            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); {_AFTER_DAMAGE}"
         ) from None
     if raw_meta.get("format") != FORMAT:
         raise ConfigError(
@@ -87,8 +86,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
-            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); "
-            f"{_AFTER_DAMAGE}"
+            f"{path}: damaged or not a safetensors file ({_first_line(exc)}); {_AFTER_DAMAGE}"
         ) from None
     return _parse_metadata(path, raw)
 

@@ -255,3 +255,26 @@ def test_initial_weights_that_do_not_fit_are_named(tmp_path, data):
     assert not (tmp_path / "mlp").exists()
     with pytest.raises(ConfigError, match="freeze keeps the initial weights: give --init"):
         config(freeze=True)
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])
+def test_every_single_bit_flip_in_the_json_files_is_noticed(finished_run, tmp_path, name):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for p in finished_run.iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    original = (finished_run / name).read_bytes()
+    run = Run(folder)
+    read = run.config if name == "config.json" else run.history
+    missed = []
+    for i in range(len(original)):
+        for bit in (0, 5):
+            flipped = bytearray(original)
+            flipped[i] ^= 1 << bit
+            (folder / name).write_bytes(bytes(flipped))
+            try:
+                read()
+                missed.append((i, bit))
+            except ConvkitError as exc:
+                assert str(folder / name) in str(exc), (i, bit, str(exc))
+    assert not missed, f"{len(missed)} of {2 * len(original)} flips went unnoticed: {missed[:5]}"

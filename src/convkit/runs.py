@@ -212,7 +212,6 @@ class Run:
         values = _read_json(path, "the run's settings")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: damaged: expected a table of settings")
-        cfg = TrainConfig.from_dict(values, str(path))
         if self.has_state:
             saved = self._state_metadata()["config"]
             for key, value in saved.items():
@@ -222,7 +221,13 @@ class Run:
                         f"{value!r} in {STATE}, which holds the run's state; put back "
                         f"{key} = {value!r}"
                     )
-        return cfg
+        try:
+            return TrainConfig.from_dict(values, str(path))
+        except ConfigError as exc:  # a rule between settings names no file: say which
+            message = str(exc)
+            raise ConfigError(
+                message if str(path) in message else f"{path}: damaged or edited: {message}"
+            ) from None
 
     def write_config(self, cfg: TrainConfig) -> None:
         with self._writing(self._path(CONFIG)):

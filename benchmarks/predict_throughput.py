@@ -53,7 +53,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda f: load_image(f, shape, **options), files))
-    rows.append(("decode + convert only, 4 threads (as predict)", time.perf_counter() - t0))
+    rows.append(("decode + convert only, 4 threads", time.perf_counter() - t0))
     for name, target in (
         ("predict with the run (PyTorch)", args.run),
         ("predict, .onnx", args.onnx),

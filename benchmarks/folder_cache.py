@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -23,15 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from convkit.train.provenance import cpu_name
 
 
 def make_folder(root: Path, n: int, size: int, seed: int = 0) -> float:
@@ -105,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         first = measure(root, cache, args.size)
         second = measure(root, cache, args.size)
     originals = args.n * args.size * args.size * 3 / 2**20
-    print(f"{cpu_model()}, {torch.get_num_threads()} threads; {args.n:,} PNG files of "
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads; {args.n:,} PNG files of "
           f"{args.size}x{args.size} RGB noise, written in {written:.1f} s")  # fmt: skip
     print(f"decoded originals, all at once: {originals:,.0f} MiB")
     for name, r in (("first load (decode)", first), ("second load (cache)", second)):

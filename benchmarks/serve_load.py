@@ -30,18 +30,10 @@ import httpx2 as httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convkit.train.provenance import cpu_name
+
 MAX_REQUESTS_PER_CLIENT = 100_000  # a bound besides the time
 BURST_REPEATS = 10  # each bad request of the burst, this many times
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def rss_mb(pid: int) -> float:
@@ -239,7 +231,7 @@ def main() -> int:
 
 def report(figures: dict, args: argparse.Namespace) -> None:
     figures["machine"] = {
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),

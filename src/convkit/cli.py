@@ -484,11 +484,16 @@ def _write_predictions_csv(path: str, rows: list, top_k: int) -> None:
 
     k = max([len(r.top) for r in rows], default=top_k)
     header = ["file"] + [f"{w}_{i}" for i in range(1, k + 1) for w in ("class", "probability")]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow([*header, "conversion"])
-        for r in rows:
-            out.writerow([r.file, *[v for c, p in r.top for v in (c, f"{p:.6f}")], r.conversion])
+    try:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow([*header, "conversion"])
+            for r in rows:
+                out.writerow(
+                    [r.file, *[v for c, p in r.top for v in (c, f"{p:.6f}")], r.conversion]
+                )
+    except OSError as exc:
+        raise ConvkitError(f"cannot write --csv {path}: {exc.strerror or exc}") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -518,6 +523,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         serve(args.paths or None, host=args.host, port=args.port, data_dir=args.data_dir)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # an address that does not resolve, or cannot be bound
+        raise ConvkitError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
     return 0
 
 

@@ -44,7 +44,7 @@ from convkit.errors import ConfigError, ConvkitError
 from convkit.fileio import write_json, write_text
 from convkit.models import create_model, model_info
 from convkit.train import checkpoint
-from convkit.train.config import TrainConfig
+from convkit.train.config import RESUMABLE, TrainConfig
 from convkit.train.engine import resolve_precision
 
 CONFIG = "config.json"
@@ -215,7 +215,10 @@ class Run:
         if self.has_state:
             saved = self._state_metadata()["config"]
             for key, value in saved.items():
-                if values.get(key) != value:
+                # A resume's new epochs (etc.) reach config.json just before the training
+                # state: a cut between the two writes leaves them different, legitimately.
+                if key not in RESUMABLE and values.get(key) != value:
+                    checkpoint.load(self._path(STATE))  # a damaged state is named as such
                     raise ConfigError(
                         f"{path}: damaged or edited: {key} is {values.get(key)!r} there but "
                         f"{value!r} in {STATE}, which holds the run's state; put back "
@@ -239,28 +242,27 @@ class Run:
         """The per-epoch records, checked against the checksum the training state keeps."""
         path = self._path(METRICS)
         if not path.exists():
+            if self.has_state:
+                raise ConfigError(f"{path} is missing, but the run has finished epochs; {_RECOVER}")
             return []
         lines = _read_text(path, "the per-epoch metrics").splitlines(keepends=True)
-        records = []
-        for n, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line)
-                record["epoch"]
-            except (json.JSONDecodeError, TypeError, KeyError):
-                raise ConfigError(
-                    f"{path}: damaged at line {n} (not an epoch record: {line[:60]!r}); {_RECOVER}"
-                ) from None
-            records.append(record)
+        records = [_epoch_record(path, n, line) for n, line in enumerate(lines, 1)]
         if self.has_state:
             meta = self._state_metadata()
             covered = [line for line, r in zip(lines, records, strict=True)
                        if r["epoch"] <= meta["epoch"]]  # fmt: skip
             if "history_sha256" in meta and _digest(covered) != meta["history_sha256"]:
+                checkpoint.load(self._path(STATE))  # a damaged state is named as such
                 raise ConfigError(
                     f"{path}: damaged: its first {len(covered)} records do not match the "
                     f"checksum kept in {STATE}; {_RECOVER}"
                 )
+            records = [r for r in records if r["epoch"] <= meta["epoch"]]  # committed only
         return records
+
+    def committed_epoch(self) -> int:
+        """The last epoch whose training state is saved (0 before the first)."""
+        return self._state_metadata()["epoch"] if self.has_state else 0
 
     def _state_metadata(self) -> dict[str, Any]:
         path = self._path(STATE)
@@ -384,6 +386,25 @@ def _write_failure(run: Run, path: Path, exc: Exception) -> str:
         else "no epoch had finished, so there is nothing to resume yet"
     )
     return f"cannot write {path} ({why}); {saved}"
+
+
+_RECORD_KEYS = ("epoch", "loss", "accuracy", "seconds")
+
+
+def _epoch_record(path: Path, n: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        record = None
+    if (
+        not isinstance(record, dict)
+        or not all(k in record for k in _RECORD_KEYS)
+        or type(record["epoch"]) is not int
+    ):
+        raise ConfigError(
+            f"{path}: damaged at line {n} (not an epoch record: {line[:60]!r}); {_RECOVER}"
+        )
+    return record
 
 
 def _digest(lines: list[str]) -> str:

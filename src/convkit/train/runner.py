@@ -50,18 +50,19 @@ def train(
     writes the folder and returns the result (the others return None)."""
     started = time.perf_counter() if started is None else started
     progress = progress or Progress()
-    if cfg.data:  # the run must find its folder again from any working directory
-        cfg = cfg.replace(data=str(Path(cfg.data).expanduser().resolve()))
+    for key in ("data", "init"):  # a resume must find them again from any working directory
+        if getattr(cfg, key):
+            cfg = cfg.replace(**{key: str(Path(getattr(cfg, key)).expanduser().resolve())})
     dataset, folder = _dataset(cfg, data, data_dir, download, progress)
     cfg = cfg.replace(dataset=dataset.spec.name)
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=True)
     path = Path(out) if out else Path(engine.broadcast(str(new_run_dir(cfg.recipe or cfg.model))))
     run = Run(path)
     run.refuse_existing()
-    if engine.dist.is_main:
-        run = Run.create(path, cfg)
-    s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    s = _prepare(cfg, run, dataset, model, engine, progress, started)  # may still refuse
     s.folder = folder
+    if engine.dist.is_main:
+        Run.create(path, cfg)
     _run_epochs(s)
     return _finish(s)
 
@@ -91,9 +92,16 @@ def resume(
         )
     saved = run.config()
     cfg = saved.resumed(overrides or {})
-    run.discard_partial_writes()
+    done = run.committed_epoch()
+    if cfg.epochs < done:
+        raise ConfigError(
+            f"{run.root} has finished {done} epochs already; --epochs {cfg.epochs} would "
+            f"train none (give more, or evaluate it with `convkit evaluate {run.root}`)"
+        )
     dataset, folder = _dataset(cfg, data, data_dir, download, progress)
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
+    if engine.dist.is_main:
+        run.discard_partial_writes()
     s = _prepare(cfg, run, dataset, model, engine, progress, started)
     s.folder = folder
     # The changed settings reach config.json with the next epoch's commit, so the config and

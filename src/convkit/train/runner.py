@@ -91,7 +91,11 @@ def resume(
             f"run starts); start one with `convkit train RECIPE --out {run.root}`"
         )
     saved = run.config()
-    cfg = saved.resumed(overrides or {})
+    overrides = {  # the same folder or file, named from elsewhere, is no change
+        k: str(Path(v).expanduser().resolve()) if k in ("data", "init") and v else v
+        for k, v in (overrides or {}).items()
+    }
+    cfg = saved.resumed(overrides)
     done = run.committed_epoch()
     if cfg.epochs < done:
         raise ConfigError(

@@ -26,6 +26,9 @@ def _isolated(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("CONVKIT_DATA", raising=False)
     monkeypatch.setenv("CONVKIT_OFFLINE", "1")
+    # Each test has its own cache folder, so a tensor cache would only cost a write each time;
+    # tests of the cache turn it on themselves.
+    monkeypatch.setenv("CONVKIT_TENSOR_CACHE", "0")
 
 
 def _real_root(name: str, probe: str) -> Path:

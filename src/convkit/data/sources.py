@@ -123,8 +123,13 @@ class Resolution:
         return [r for res in self.results for r in res.rejected]
 
 
+def source_folders(source: Source, roots: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The folders searched for `source`'s files, in order, each with where it came from."""
+    return [(root / source.folder, origin) for root, origin in roots]
+
+
 def locate_source(source: Source, roots: list[tuple[Path, str]]) -> SourceResult:
-    res = SourceResult(source, searched=[(root / source.folder, o) for root, o in roots])
+    res = SourceResult(source, searched=source_folders(source, roots))
     for f in source.files:
         for folder, _ in res.searched:
             candidate = folder / f.name

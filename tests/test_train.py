@@ -253,3 +253,30 @@ def test_cifar_resnet_recipe_end_to_end(capsys, tmp_path, real_cifar):
         capsys, "evaluate", str(out_dir), "--data-dir", str(real_cifar), "--json"
     )
     assert code == 0 and ev["test_accuracy"] == result["test_accuracy"]
+
+
+def test_the_command_line_starts_without_torch_or_matplotlib():
+    """Building the parser (`convkit --help`, any command's --help) imports neither torch nor
+    matplotlib: a second of start-up that only the commands doing the work should pay."""
+    code = (
+        "import sys\n"
+        "from convkit.cli import build_parser\n"
+        "for argv in (['--help'], ['train', '--help'], ['inspect', '--help'], ['predict', '--help']):\n"
+        "    try:\n"
+        "        build_parser().parse_args(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted(m for m in ('torch', 'matplotlib', 'numpy', 'PIL') if m in sys.modules)\n"
+        "print('heavy:', ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "heavy: "
+
+
+def test_the_parsers_copies_of_names_and_limits_agree_with_their_modules():
+    from convkit import cli
+    from convkit.data.images import MAX_PIXELS
+    from convkit.inspect.report import SECTIONS
+
+    assert cli.INSPECT_SECTIONS == SECTIONS
+    assert cli.MAX_PIXELS == MAX_PIXELS

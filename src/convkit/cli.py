@@ -530,6 +530,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # ---- parser -------------------------------------------------------------------------------------
 
+# convkit.inspect.report's section names, written out so that building the parser imports
+# neither torch nor matplotlib (a test checks that the two lists agree).
+INSPECT_SECTIONS = ("curves", "confusion", "mistakes", "filters", "features", "patches", "attention")
+MAX_PIXELS = 50_000_000  # convkit.data.images.MAX_PIXELS, likewise
+
 
 def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -649,8 +654,6 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     _add_setting_flags(p, defaults)
     p.set_defaults(func=cmd_train)
 
-    from convkit.inspect.report import SECTIONS
-
     p = sub.add_parser(
         "inspect",
         help="pictures of what a trained run learned, in a report folder with index.html",
@@ -662,7 +665,7 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder")
     p.add_argument(
         "sections", nargs="*", metavar="SECTION",
-        help=f"any of: {', '.join(SECTIONS)} (default: all)",
+        help=f"any of: {', '.join(INSPECT_SECTIONS)} (default: all)",
     )  # fmt: skip
     p.add_argument(
         "--image", action="append", default=[], metavar="FILE",
@@ -682,8 +685,6 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     data_dir_flag(p)
     p.set_defaults(func=cmd_inspect)
-
-    from convkit.data.images import MAX_PIXELS
 
     p = sub.add_parser(
         "predict",

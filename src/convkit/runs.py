@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,6 +46,10 @@ from convkit.models import create_model, model_info
 from convkit.train import checkpoint
 from convkit.train.config import RESUMABLE, TrainConfig
 from convkit.train.engine import resolve_precision
+
+if TYPE_CHECKING:  # for annotations only
+    from convkit.train.optim import Optimizer
+
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -282,7 +286,7 @@ class Run:
         self,
         history: list[dict[str, Any]],
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizer,
         generators: dict[str, torch.Generator],
         *,
         config: TrainConfig | None = None,
@@ -309,7 +313,7 @@ class Run:
     def restore(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optimizer,
         generators: dict[str, torch.Generator],
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(the saved training state's metadata, the history up to its epoch)."""

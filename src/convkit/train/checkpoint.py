@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -23,6 +23,10 @@ from safetensors.torch import save_file
 
 from convkit.errors import ConfigError
 from convkit.fileio import atomic_path
+
+if TYPE_CHECKING:  # for annotations only
+    from convkit.train.optim import Optimizer
+
 
 FORMAT = "convkit-checkpoint-1"
 
@@ -126,7 +130,7 @@ def save_weights(path: Path, model: torch.nn.Module, **meta: Any) -> None:
 def save_training_state(
     path: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     generators: dict[str, torch.Generator],
     **meta: Any,
 ) -> None:
@@ -151,7 +155,7 @@ def save_training_state(
 def restore_training_state(
     path: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     generators: dict[str, torch.Generator],
 ) -> dict[str, Any]:
     """Load model, optimizer and RNG states saved by `save_training_state`; returns the metadata."""
@@ -175,7 +179,7 @@ def restore_training_state(
     return meta
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors, meta: dict[str, Any]) -> None:
+def _restore_optimizer(optimizer: Optimizer, tensors, meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer/"):

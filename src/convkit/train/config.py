@@ -51,10 +51,11 @@ class TrainConfig:
     weight_decay: float = _setting(0.0, "L2 weight decay (decoupled for adamw)")
     schedule: str = _setting(
         "constant",
-        "learning-rate schedule: constant; cosine (to 0 over all steps); step (divide by 10 at "
-        "50%% and 75%% of the steps, as He et al. 2016); plateau (halve the rate when val loss "
-        "has not improved for 2 epochs, as Keras's ReduceLROnPlateau)",
-        ("constant", "cosine", "step", "plateau"),
+        "learning-rate schedule: constant; cosine (to 0 over all steps); linear (straight down "
+        "to 0 over all steps); step (divide by 10 at 50%% and 75%% of the steps, as He et al. "
+        "2016); plateau (halve the rate when val loss has not improved for 2 epochs, as Keras's "
+        "ReduceLROnPlateau)",
+        ("constant", "cosine", "linear", "step", "plateau"),
     )
     augment: str = _setting(
         "none",

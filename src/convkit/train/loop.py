@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from convkit.train.optim import BatchSchedule, Optimizer
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # (x (N, C, H, W) float, y (N,) int64)
 StepHook = Callable[[int, int, torch.Tensor, torch.Tensor], None]  # (step, seen, loss_sum, correct)
 Autocast = Callable[[], contextlib.AbstractContextManager]
@@ -16,9 +18,9 @@ Autocast = Callable[[], contextlib.AbstractContextManager]
 def train_one_epoch(
     model: nn.Module,
     batches: Batches,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     loss_fn: nn.Module,
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scheduler: BatchSchedule | None = None,
     on_step: StepHook | None = None,
     autocast: Autocast = contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,

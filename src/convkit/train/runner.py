@@ -26,7 +26,7 @@ from convkit.train import warmstart
 from convkit.train.config import TrainConfig
 from convkit.train.engine import Engine, resolve_engine
 from convkit.train.loop import means, predict_sums, train_one_epoch
-from convkit.train.optim import build_optimizer, build_schedule, per_step
+from convkit.train.optim import Optimizer, build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
 from convkit.train.provenance import provenance
 
@@ -130,7 +130,7 @@ class Session:
     dataset: Dataset
     model: nn.Module  # the plain module (weights are saved from it)
     step_model: nn.Module  # what training steps call: DDP- and compile-wrapped as asked
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     scheduler: Any
     loss_fn: nn.Module
     generators: dict[str, torch.Generator]
@@ -248,10 +248,9 @@ def _restore(s: Session) -> None:
     """Model, optimizer, schedule, random streams and history as the last finished epoch left them."""
     meta, s.history = s.run.restore(s.model, s.optimizer, s.generators)
     if s.scheduler is not None:
-        state = dict(meta["scheduler"])
-        # Milestones follow from the config; their JSON copy has string keys that never match.
-        state.pop("milestones", None)
-        s.scheduler.load_state_dict(state)
+        # The schedule's shape follows from the config: only its counters come from the state
+        # (the keys torch.optim's schedulers wrote in older run folders too).
+        s.scheduler.load_state_dict(meta["scheduler"])
     s.best, s.since_best, s.train_seconds = meta["best"], meta["since_best"], meta["train_seconds"]
     s.first_epoch = meta["epoch"] + 1
     s.progress.message(f"Resuming {s.run.root} after epoch {meta['epoch']} of {s.cfg.epochs}")

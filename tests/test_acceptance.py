@@ -44,3 +44,15 @@ def test_cifar10_cnn_reaches_the_lecture_accuracy(tmp_path, real_cifar, capsys):
     # are exactly these; the lecture's 68% must be reached within them.
     result = run("cifar10-cnn", tmp_path, real_cifar, capsys, epochs=20)
     assert result["test_accuracy"] >= 0.68  # the lecture: 0.68
+
+
+def test_mnist_fast_reaches_99_percent_in_one_epoch(tmp_path, real_data, capsys):
+    result = run("mnist-fast", tmp_path, real_data, capsys)
+    assert (result["epochs"], result["config"]["val_split"]) == (1, 0.0)  # all 60,000 train
+    assert result["test_accuracy"] >= 0.990
+
+
+def test_cifar10_quick_reaches_the_lecture_accuracy_in_two_epochs(tmp_path, real_cifar, capsys):
+    result = run("cifar10-quick", tmp_path, real_cifar, capsys)
+    assert (result["epochs"], result["config"]["val_split"]) == (2, 0.0)  # all 50,000 train
+    assert result["test_accuracy"] >= 0.68  # the lecture: 0.68

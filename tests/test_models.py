@@ -41,6 +41,8 @@ CANONICAL = {
     "resnet110": 1_727_962,
     # convkit's own small-image designs (no outside reference: these guard against changes)
     "mnist-cnn": 80_202,  # 416 + 12,832 + 65,664 + 1,290
+    "mnist-fast": 29_178,  # 144 + 32 + 4,608 + 64 + 18,432 + 128 + 5,770
+    "cifar10-quick": 33_946,  # 432 + 32 + 4,608 + 64 + 18,432 + 128 + 10,250
     "alexnet-cifar": 7_173_450,
     "vgg11-cifar": 9_756_426,
     "vgg13-cifar": 9_941_322,
@@ -141,7 +143,7 @@ def test_unknown_model_names_the_known_ones():
 
 
 def test_list_models_filters_by_pattern():
-    assert list_models("mnist-*") == ["mnist-cnn", "mnist-mlp"]
+    assert list_models("mnist-*") == ["mnist-cnn", "mnist-fast", "mnist-mlp"]
     assert list_models("nothing-*") == []
 
 

@@ -303,6 +303,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
             "name": r.name,
             "description": r.description,
             "target": r.target,
+            "measured": r.measured,
             "settings": r.config().to_dict(),
         }
         for r in RECIPES.values()
@@ -312,6 +313,8 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         print(f"{r['name']}: {r['description']}\n  target: {r['target']}")
+        if r["measured"]:
+            print(f"  measured: {r['measured']}")
     return 0
 
 
@@ -532,7 +535,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # convkit.inspect.report's section names, written out so that building the parser imports
 # neither torch nor matplotlib (a test checks that the two lists agree).
-INSPECT_SECTIONS = ("curves", "confusion", "mistakes", "filters", "features", "patches", "attention")
+INSPECT_SECTIONS = (
+    "curves",
+    "confusion",
+    "mistakes",
+    "filters",
+    "features",
+    "patches",
+    "attention",
+)
 MAX_PIXELS = 50_000_000  # convkit.data.images.MAX_PIXELS, likewise
 
 

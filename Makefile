@@ -39,10 +39,13 @@ test: $(STAMP) browser
 fuzz: $(STAMP)
 	CONVKIT_FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest tests/test_fuzz.py
 
-# convkit against a plain-PyTorch loop, in one run; the table also lands in benchmarks/out/.
+# convkit against a plain-PyTorch loop, in one run; the tables also land in benchmarks/out/.
+# Then time to accuracy: the fast recipes from the command's start, beside plain PyTorch.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --json benchmarks/out/latest.json \
 		--markdown benchmarks/out/latest.md
+	$(BIN)/python benchmarks/time_to_accuracy.py \
+		--json benchmarks/out/time_to_accuracy.json --markdown benchmarks/out/time_to_accuracy.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,152 @@
+"""Time to accuracy: from typing the command to a test accuracy mark, convkit beside plain PyTorch.
+
+    python benchmarks/time_to_accuracy.py [--seeds N] [--marks mnist99 cifar68]
+                                          [--json OUT.json] [--markdown OUT.md]
+
+For each mark, one after the other, never at once:
+  convkit        `python -m convkit train RECIPE --seed S` in a new process, S = 0 .. N-1 (mnist-fast for
+                 MNIST >= 99.0%, cifar10-quick for CIFAR-10 >= 68%). "Seconds" runs from
+                 starting the process to its exit (imports, data, model, training, testing and
+                 writing the run folder; the curves are drawn after the result is printed, so
+                 the process ends a little after it); "to result" is the command's own count
+                 from its start to the printed test accuracy. One untimed run first fills the
+                 tensor cache and the page cache, as on any machine that has trained once.
+  plain PyTorch  benchmarks/plain_baseline.py MARK: the tutorial recipe for that mark, tested
+                 after every epoch; seconds from starting the process to the first epoch at the
+                 mark.
+The machine's matmul peaks are measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+MARKS = {  # mark: (recipe, dataset, accuracy)
+    "mnist99": ("mnist-fast", "MNIST", 0.99),
+    "cifar68": ("cifar10-quick", "CIFAR-10", 0.68),
+}
+
+
+def run_convkit(recipe: str, seed: int, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "convkit", "train", recipe, "--seed", str(seed), "--out", str(out)]
+    cmd += ["--json", "--quiet"]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout)
+    return dict(
+        seed=seed, accuracy=result["test_accuracy"], seconds=wall,
+        to_result=result["seconds"], train_seconds=result["train_seconds"],
+    )  # fmt: skip
+
+
+def run_baseline(mark: str, max_epochs: int) -> dict:
+    cmd = [sys.executable, str(HERE / "plain_baseline.py"), mark, "--max-epochs", str(max_epochs)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    epochs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not epochs:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
+    last = epochs[-1]
+    return dict(
+        reached=proc.returncode == 0, epochs=last["epoch"], accuracy=last["test_accuracy"],
+        seconds=wall, train_seconds=last["train_seconds"], history=epochs,
+    )  # fmt: skip
+
+
+def measure(mark: str, seeds: int, max_epochs: int) -> dict:
+    recipe, dataset, target = MARKS[mark]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_convkit(recipe, 0, Path(tmp) / "warm-up")
+        runs = [run_convkit(recipe, s, Path(tmp) / f"seed{s}") for s in range(seeds)]
+    print(f"  {recipe}: " + ", ".join(f"{100 * r['accuracy']:.2f}%" for r in runs), flush=True)
+    base = run_baseline(mark, max_epochs)
+    print(f"  plain PyTorch: {100 * base['accuracy']:.2f}% after {base['epochs']} epochs, "
+          f"{base['seconds']:.1f}s", flush=True)  # fmt: skip
+    return dict(mark=mark, recipe=recipe, dataset=dataset, target=target, runs=runs, baseline=base)
+
+
+def summary(m: dict) -> dict:
+    accs = [r["accuracy"] for r in m["runs"]]
+    secs = [r["seconds"] for r in m["runs"]]
+    return dict(
+        mean=statistics.mean(accs), low=min(accs), seconds=statistics.median(secs),
+        to_result=statistics.median(r["to_result"] for r in m["runs"]),
+        train=statistics.median(r["train_seconds"] for r in m["runs"]),
+    )  # fmt: skip
+
+
+def table(measured: list[dict]) -> list[str]:
+    lines = [
+        "| mark | who | test accuracy | seconds from start | to result | training | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in measured:
+        s, b = summary(m), m["baseline"]
+        name = f"{m['dataset']} >= {100 * m['target']:.0f}%"
+        accs = ", ".join(f"{100 * r['accuracy']:.2f}" for r in m["runs"])
+        lines.append(
+            f"| {name} | convkit `{m['recipe']}`, {len(m['runs'])} seeds (median time) "
+            f"| mean {100 * s['mean']:.2f}%, lowest {100 * s['low']:.2f}% ({accs}) "
+            f"| {s['seconds']:.1f} | {s['to_result']:.1f} | {s['train']:.1f} "
+            f"| {b['seconds'] / s['seconds']:.1f}x |"
+        )
+        reached = f"epoch {b['epochs']}" if b["reached"] else f"not reached in {b['epochs']} epochs"
+        lines.append(
+            f"| {name} | plain PyTorch ({reached}) | {100 * b['accuracy']:.2f}% "
+            f"| {b['seconds']:.1f} |  | {b['train_seconds']:.1f} |  |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from bench import machine, matmul_peak
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--marks", nargs="*", default=list(MARKS), choices=list(MARKS))
+    p.add_argument("--seeds", type=int, default=5, help="convkit runs per mark (seeds 0..N-1)")
+    p.add_argument("--max-epochs", type=int, default=30, help="the baselines' limit")
+    p.add_argument("--json", dest="json_out", default=None, help="write the results here")
+    p.add_argument("--markdown", default=None, help="write the table here, as Markdown")
+    args = p.parse_args(argv)
+
+    info = machine()
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    head = (
+        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, {info['threads']} "
+        f"threads), torch {info['torch']}. Matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 "
+        f"{peaks['bf16']:.0f} GFLOP/s."
+    )
+    print(head, flush=True)
+    measured = []
+    for mark in args.marks:
+        print(f"{mark}:", flush=True)
+        measured.append(measure(mark, args.seeds, args.max_epochs))
+    lines = table(measured)
+    print("\n".join(lines))
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        report = {"machine": info, "peak_gflops": peaks, "marks": measured}
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text("\n".join([head, "", *lines]) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

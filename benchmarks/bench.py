@@ -81,6 +81,15 @@ def machine() -> dict:
 # ---- the baseline: a tutorial-style PyTorch loop ------------------------------------------------
 
 
+def machine_line(info: dict, peaks: dict[str, float]) -> str:
+    """One sentence: when, on what, and the matmul peaks measured there."""
+    return (
+        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, {info['threads']} "
+        f"threads), torch {info['torch']}. Matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 "
+        f"{peaks['bf16']:.0f} GFLOP/s."
+    )
+
+
 def baseline_mlp() -> nn.Module:
     return nn.Sequential(
         nn.Flatten(),
@@ -355,12 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
     if args.markdown:
-        head = [
-            f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, "
-            f"{info['threads']} threads), torch {info['torch']}. Matmul peak: fp32 "
-            f"{peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s.",
-            "",
-        ]
+        head = [machine_line(info, peaks), ""]
         Path(args.markdown).write_text("\n".join(head + lines) + "\n")
     return 0
 

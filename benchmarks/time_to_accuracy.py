@@ -114,7 +114,7 @@ def table(measured: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    from bench import machine, matmul_peak
+    from bench import machine, machine_line, matmul_peak
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--marks", nargs="*", default=list(MARKS), choices=list(MARKS))
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    head = (
-        f"Measured {info['date']} on {info['cpu']} ({info['cores']} cores, {info['threads']} "
-        f"threads), torch {info['torch']}. Matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 "
-        f"{peaks['bf16']:.0f} GFLOP/s."
-    )
+    head = machine_line(info, peaks)
     print(head, flush=True)
     measured = []
     for mark in args.marks:

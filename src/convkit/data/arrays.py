@@ -156,8 +156,8 @@ class Batches:
             if order is None:
                 x, y = images[start:stop], labels[start:stop]
             else:
-                idx = order[start:stop]
-                x, y = images[idx], labels[idx]
+                idx = order[start:stop]  # index_select: a tenth of the time of images[idx]
+                x, y = images.index_select(0, idx), labels.index_select(0, idx)
             if self.augment is not None:
                 x = self.augment(x)
             x = to_float(x, self.mean, self.std)

@@ -10,6 +10,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def test_changed_file_makes_a_verified_load_and_a_new_cache(change, tmp_path, co
     spec = fake("idx", tmp_path)
     reference = load(spec, tmp_path)
     assert counted == {"hash": 4, "parse": 1}
+    time.sleep(0.05)  # past the clock tick of coarse file timestamps (kernels before 6.13)
     change(tmp_path / "fake-mnist" / "t10k-labels-idx1-ubyte.gz")
     assert_same(load(spec, tmp_path), reference)
     assert counted == {"hash": 8, "parse": 2}
@@ -146,10 +148,25 @@ def test_rewritten_file_is_refused_not_served_from_the_cache(tmp_path):
     st = f.stat()
     data = bytearray(f.read_bytes())
     data[20] ^= 1
+    time.sleep(0.05)  # past the clock tick of coarse file timestamps (kernels before 6.13)
     f.write_bytes(bytes(data))  # the same size, in place (same inode)...
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # ...and the mtime set back: ctime tells
     with pytest.raises(DataError, match="1 of 4 files not found: train-labels"):
         load(spec, tmp_path)
+
+
+def test_a_file_no_checksum_covers_edited_in_place_is_noticed(tmp_path, counted):
+    spec = fake("idx", tmp_path)
+    meta = tmp_path / "fake-mnist" / "batches.meta.txt"  # read by CIFAR's parser, undeclared
+    meta.write_text("airplane\n")
+    load(spec, tmp_path)
+    load(spec, tmp_path)
+    assert counted["parse"] == 1  # the second load came from the cache
+    time.sleep(0.05)
+    with open(meta, "r+") as fh:  # the same size, in place: the folder's mtime stays
+        fh.write("airplanf\n")
+    load(spec, tmp_path)
+    assert counted["parse"] == 2
 
 
 def test_another_data_dir_gets_its_own_paths(tmp_path, counted):
@@ -270,6 +287,12 @@ def test_killed_write_leaves_no_cache(tmp_path):
     proc = subprocess.run(args, env=env, capture_output=True)
     assert proc.returncode == -9, proc.stderr
     assert not tensorcache.cache_path(spec).exists()
-    assert [p.suffix for p in tensorcache.cache_path(spec).parent.iterdir()] == [".tmp"]
+    [left] = tensorcache.cache_path(spec).parent.iterdir()
+    assert left.suffix == ".tmp"
     load(spec, tmp_path)
     assert tensorcache.cache_path(spec).is_file()
+    assert left.exists()  # younger than an hour: perhaps another process's write in progress
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    tensorcache.cache_path(spec).unlink()
+    load(spec, tmp_path)  # writes the cache again, and clears what the killed write left
+    assert not left.exists() and tensorcache.cache_path(spec).is_file()

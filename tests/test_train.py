@@ -280,3 +280,34 @@ def test_the_parsers_copies_of_names_and_limits_agree_with_their_modules():
 
     assert cli.INSPECT_SECTIONS == SECTIONS
     assert cli.MAX_PIXELS == MAX_PIXELS
+
+
+def test_training_and_resuming_never_import_torch_dynamo(tmp_path):
+    """torch.optim imports torch._dynamo (1 s) on first use; convkit's optimizers and schedules
+    do not, so neither training (with a schedule) nor a resume pays for it."""
+    tests = Path(__file__).parent
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tests)!r})\n"
+        "from conftest import tiny_dataset\n"
+        "from convkit.train import TrainConfig, resume, train\n"
+        "from convkit.train.progress import Progress\n"
+        "cfg = TrainConfig.from_dict({'model': 'mnist-fast', 'epochs': 1, 'schedule': 'linear',\n"
+        "                             'val_split': 0.0, 'keep': 'last'})\n"
+        f"out = {str(tmp_path / 'run')!r}\n"
+        "train(cfg, data=tiny_dataset(), out=out, progress=Progress(enabled=False))\n"
+        "resume(out, {'epochs': 2}, data=tiny_dataset(), progress=Progress(enabled=False))\n"
+        "print('dynamo:', 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "dynamo: False"
+
+
+def test_the_fast_recipes_say_what_they_measured(capsys):
+    assert main(["recipes", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name in ("mnist-fast", "cifar10-quick"):
+        assert rows[name]["settings"]["val_split"] == 0.0  # a fixed schedule holds nothing out
+        assert "seeds 0-" in rows[name]["measured"] and "GFLOP/s" in rows[name]["measured"]
+        assert "No validation split" in rows[name]["description"]

@@ -360,14 +360,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if result is None:
         return 0  # under torchrun, rank 0 reports for all processes
-    _draw_curves(result)
     if args.json:
         _emit_json(result)
     else:
         print(
             f"Run folder: {result['run_dir']} (train {result['train_seconds']:.1f}s, "
-            f"total {result['seconds']:.1f}s)"
+            f"total {result['seconds']:.1f}s)",
+            flush=True,
         )
+    _draw_curves(result)  # after the result: matplotlib takes a second to load and draw
+    if not args.json:
         print(f"See what it learned: convkit inspect {result['run_dir']}")
     return 0
 

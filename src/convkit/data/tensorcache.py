@@ -36,6 +36,7 @@ import os
 import re
 import struct
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -73,20 +74,23 @@ def cache_path(spec: DatasetSpec) -> Path:
 
 
 def survey(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> list[dict]:
-    """The stats of every existing folder and copy that `resolve` would look at, in its order.
-
-    A folder's mtime changes when a file in it is added, removed or renamed: that covers the
-    files a parser reads without a declared checksum (CIFAR-10's batches.meta.txt)."""
+    """The stats of every existing folder that `resolve` would look in, in its order, and of
+    every file in them: the declared ones and those a parser reads without a declared checksum
+    (CIFAR-10's batches.meta.txt)."""
     roots, seen = search_roots(data_dir), []
     for source in spec.sources:
-        folders = [folder for folder, _ in source_folders(source, roots)]
-        for path in folders + [folder / f.name for f in source.files for folder in folders]:
-            try:
-                st = os.stat(path)
+        for folder, _ in source_folders(source, roots):
+            try:  # every file in it, declared or not (a parser may read more than it declares)
+                paths = [folder, *sorted(e.path for e in os.scandir(folder) if e.is_file())]
             except OSError:  # absent: locate skips it too
                 continue
-            stat = dict(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
-            seen.append(dict(path=str(path), **stat, ino=st.st_ino, dev=st.st_dev))
+            for path in paths:
+                try:
+                    st = os.stat(path)
+                except OSError:  # removed meanwhile: the stats then differ, as they should
+                    continue
+                stat = dict(size=st.st_size, mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns)
+                seen.append(dict(path=str(path), **stat, ino=st.st_ino, dev=st.st_dev))
     return seen
 
 
@@ -145,11 +149,15 @@ class TensorCache:
                 f.write(_PREFIX.pack(MAGIC, len(blob), hashlib.sha256(blob).digest()) + blob)
                 for view in views:
                     f.write(view)
-            # this dataset as declared before (another key): never read again
+            # this dataset as declared before (another key): never read again; and what a
+            # write killed over an hour ago left (a younger one may be another process's)
             stem = self.path.name.rsplit("-", 1)[0]
             for old in self.path.parent.glob(f"{stem}-{'?' * 16}.tensors"):
                 if old != self.path:
                     old.unlink(missing_ok=True)
+            for tmp in self.path.parent.glob(f".{stem}-{'?' * 16}.tensors.*.tmp"):
+                if time.time() - tmp.stat().st_mtime > 3600:
+                    tmp.unlink(missing_ok=True)
         except OSError as exc:
             self.log(
                 f"tensor cache not written to {self.path.parent} ({exc.strerror or exc}); "

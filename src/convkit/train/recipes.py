@@ -96,7 +96,13 @@ RECIPES: dict[str, Recipe] = {
             "weights are tested. Ideas: BatchNorm for a high rate from the first step, and "
             "pooling before BatchNorm so the memory-bound layers see a quarter of the pixels "
             "(airbench, Jordan 2024)",
-            target="test accuracy >= 99.0% (mean of 10 seeds, none below 98.9%)",
+            target="test accuracy >= 99.0% (mean of 10 seeds, none below 98.9%) within 10 s of "
+            "the command's start on a 2-core CPU",
+            measured="seeds 0-9: 99.09, 99.11, 99.16, 99.16, 99.15, 99.21, 99.15, 99.18, 99.11, "
+            "99.15% (mean 99.15%); median 6.7 s from the command's start to the printed result, "
+            "5.2 s of it training (bf16), on a 2-core AMD EPYC Zen 4 (bf16 matmul peak 375 "
+            "GFLOP/s), 2026-11-25 (benchmarks/time_to_accuracy.py). PyTorch's examples/mnist "
+            "recipe took 236.6 s to 99% there",
             settings=dict(
                 model="mnist-fast",
                 dataset="mnist",
@@ -114,8 +120,16 @@ RECIPES: dict[str, Recipe] = {
             description="The lecture's CIFAR-10 mark in seconds: mnist-fast's network on colour "
             "images (cifar10-quick, 33,946 parameters), two epochs, Adam at 3e-3 decaying "
             "linearly to 0, batch 128, no augmentation. No validation split: the schedule is "
-            "fixed, so all 50,000 images train and the last weights are tested",
-            target="test accuracy >= 68% (the lecture's CNN: 0.68 after many epochs)",
+            "fixed, so all 50,000 images train and the last weights are tested. Ideas: as "
+            "mnist-fast; two epochs of a small BatchNorm network beat many epochs of a larger "
+            "one without it",
+            target="test accuracy >= 68% (mean of 5 seeds; the lecture's CNN: 0.68) within 15 s "
+            "of the command's start on a 2-core CPU",
+            measured="seeds 0-4: 71.94, 72.59, 72.80, 71.78, 72.12% (mean 72.25%); median 13.5 s "
+            "from the command's start to the printed result, 11.6 s of it training (bf16), on a "
+            "2-core AMD EPYC Zen 4 (bf16 matmul peak 375 GFLOP/s), 2026-11-25 "
+            "(benchmarks/time_to_accuracy.py). The lecture's CNN in a plain PyTorch loop reached "
+            "67.0% at best in 30 epochs (589 s) there",
             settings=dict(
                 model="cifar10-quick",
                 dataset="cifar10",
@@ -133,10 +147,11 @@ RECIPES: dict[str, Recipe] = {
 
 
 # The CIFAR ResNets as He et al. 2016 (section 4.2) trained them: SGD with momentum 0.9 and
-# weight decay 1e-4, batch 128, 45k/5k split, 4-pixel crops and flips, 64k iterations (182
-# epochs of 352 steps) with the rate divided by 10 at 32k and 48k. Standardizing each channel
-# stands in for the paper's per-pixel mean subtraction. The final weights are tested, as in the
-# paper.
+# weight decay 1e-4, batch 128, 4-pixel crops and flips, 64k iterations with the rate divided by
+# 10 at 32k and 48k. The paper fixed that schedule on a 45k/5k split; with it fixed, all 50,000
+# images train here (164 epochs of 391 steps: 64,124 iterations) and nothing is held out.
+# Standardizing each channel stands in for the paper's per-pixel mean subtraction. The final
+# weights are tested, as in the paper.
 _HE2016 = dict(
     dataset="cifar10",
     optimizer="sgd",
@@ -144,16 +159,18 @@ _HE2016 = dict(
     momentum=0.9,
     weight_decay=1e-4,
     batch_size=128,
-    epochs=182,
+    epochs=164,
     schedule="step",
     augment="crop-flip",
     normalize="standardize",
-    val_split=0.1,
+    val_split=0.0,
     keep="last",
 )
 _PAPER_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}  # test error %, Table 6
 
 # The small-image variants: the usual modern CIFAR setup (30 epochs, cosine, weight decay 5e-4).
+# The schedule is fixed and the last weights are tested, so nothing is held out: all 50,000
+# images train.
 _SMALL = dict(
     dataset="cifar10",
     optimizer="sgd",
@@ -164,7 +181,7 @@ _SMALL = dict(
     schedule="cosine",
     augment="crop-flip",
     normalize="standardize",
-    val_split=0.1,
+    val_split=0.0,
     keep="last",
 )
 _SMALL_LR = {
@@ -182,8 +199,9 @@ for _depth, _error in _PAPER_ERROR.items():
     RECIPES[f"resnet{_depth}"] = Recipe(
         name=f"resnet{_depth}",
         description=f"ResNet-{_depth} on CIFAR-10 as He et al. 2016 trained it: SGD 0.1, momentum "
-        "0.9, weight decay 1e-4, batch 128, crops and flips, 182 epochs, rate / 10 at 50% and "
-        "75% of the steps",
+        "0.9, weight decay 1e-4, batch 128, crops and flips, 64k iterations (164 epochs), rate / "
+        "10 at 50% and 75% of the steps. No validation split: the paper fixed this schedule on "
+        "a 45k/5k split, so all 50,000 images train here and the last weights are tested",
         target=f"test accuracy {100 - _error:.2f}% (the paper's Table 6)",
         settings=dict(model=f"resnet{_depth}", **_HE2016),
     )
@@ -191,7 +209,8 @@ for _model, _lr in _SMALL_LR.items():
     RECIPES[_model] = Recipe(
         name=_model,
         description=f"{_model} on CIFAR-10: SGD {_lr}, momentum 0.9, weight decay 5e-4, batch "
-        "128, crops and flips, 30 epochs with cosine decay",
+        "128, crops and flips, 30 epochs with cosine decay. No validation split: the schedule "
+        "is fixed, so all 50,000 images train and the last weights are tested",
         target="not yet measured (on a 2-core CPU an epoch takes minutes; see the README)",
         settings=dict(model=_model, lr=_lr, **_SMALL),
     )

@@ -187,10 +187,6 @@ def _restore_optimizer(optimizer: Optimizer, tensors, meta: dict[str, Any]) -> N
             state.setdefault(int(idx), {})[name] = value
     for idx, scalars in meta.pop("optimizer_scalars").items():
         state.setdefault(int(idx), {}).update(scalars)
+    # Saved tensors are contiguous; load_state_dict lays each parameter's moments out as the
+    # parameter is (a channels_last one needs channels_last moments for the fused kernels).
     optimizer.load_state_dict({"state": state, "param_groups": meta.pop("optimizer_groups")})
-    # Saved tensors are contiguous; a channels_last parameter needs its moment buffers laid out
-    # as it is, or fused optimizers pair the wrong elements (they walk memory, not indices).
-    for param, param_state in optimizer.state.items():
-        for name, value in param_state.items():
-            if torch.is_tensor(value) and value.shape == param.shape:
-                param_state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)

@@ -326,3 +326,19 @@ def test_only_the_sections_asked_for_are_drawn(cnn_run, real_cifar, tmp_path):
     assert re.findall(r'<h2 id="([a-z]+)"', page) == ["mistakes"]
     assert re.findall(r'<a href="#([a-z]+)"', page) == ["mistakes"]
     assert "Confusion" not in page and "confusion" not in page
+
+
+def test_curves_of_a_one_epoch_run_show_whole_epochs_and_no_accuracy_above_one(
+    tmp_path, monkeypatch
+):
+    from convkit.inspect import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to look at
+    history = [dict(epoch=1, loss=0.094, accuracy=0.975)]  # mnist-fast: one epoch
+    plots.plot_training_curves(history, tmp_path / "curves.png", best_epoch=1)
+    loss_ax, acc_ax = figures[0].axes
+    for ax in (loss_ax, acc_ax):
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks == [1.0]
+    assert acc_ax.get_ylim()[1] <= 1.0

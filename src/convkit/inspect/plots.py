@@ -34,10 +34,13 @@ def plot_training_curves(
                 label=f"kept weights (epoch {best_epoch})",
             )
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(epochs, default=1) + 0.5)  # whole epochs, even for a one-epoch run
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+    low, high = axes[1].get_ylim()
+    axes[1].set_ylim(low, min(high, 1.0))  # no accuracy above 100%
     axes[0].set_title("Loss (categorical cross-entropy)")
     axes[1].set_title("Accuracy")
     if title:

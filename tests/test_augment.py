@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from convkit.data import Batches, Split
 from convkit.data.arrays import channel_stats, to_float
-from convkit.data.augment import random_crop_flip
+from convkit.data.augment import CropFlip, random_crop_flip
 
 
 def test_each_image_is_a_shifted_possibly_mirrored_crop():
@@ -60,7 +60,5 @@ def test_batches_augment_only_when_asked():
     plain = torch.cat([x for x, _ in Batches(split, 4)])
     assert torch.allclose(plain, split.images.float() / 255)
     g = torch.Generator().manual_seed(0)
-    augmented = torch.cat(
-        [x for x, _ in Batches(split, 4, augment=lambda b: random_crop_flip(b, 2, g))]
-    )
+    augmented = torch.cat([x for x, _ in Batches(split, 4, augment=CropFlip(2, g))])
     assert not torch.equal(augmented, plain) and augmented.shape == plain.shape

@@ -59,7 +59,7 @@ def test_bad_file(tmp_path):
         ({"epochs": 0}, r"expected epochs >= 1, received epochs=0"),
         (
             {"optimizer": "adagrad"},
-            r"expected optimizer in adam, adamw, sgd, rmsprop, "
+            r"expected optimizer in adam, adamw, sgd, rmsprop, muon, "
             r"received optimizer='adagrad'",
         ),
         ({"val_split": 1.5}, r"received val_split=1.5"),

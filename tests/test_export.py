@@ -68,7 +68,8 @@ def calibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
         spread = model.eval()(x).std()
         head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         head.weight.mul_(2 / spread)
-        head.bias.mul_(2 / spread)
+        if head.bias is not None:
+            head.bias.mul_(2 / spread)
     return model
 
 

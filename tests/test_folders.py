@@ -19,7 +19,7 @@ from PIL import Image
 
 import convkit.data.folders as folders
 from convkit.data.arrays import Batches, Split, channel_stats, holdout_split
-from convkit.data.augment import random_crop_flip
+from convkit.data.augment import CropFlip
 from convkit.data.folders import (
     FEW_IMAGES,
     check_folder,
@@ -299,7 +299,7 @@ def test_training_runs_on_the_mapped_split(tmp_path):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     g = torch.Generator().manual_seed(0)
-    augment = lambda x: random_crop_flip(x, pad=2, generator=g)  # noqa: E731
+    augment = CropFlip(2, g)
     batches = Batches(train, 8, shuffle=True, generator=g, augment=augment, mean=mean, std=std)
     seen = 0
     for x, y in batches:

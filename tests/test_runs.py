@@ -66,8 +66,25 @@ def test_a_dataset_object_trains_evaluates_and_names_its_classes(tmp_path, data)
         dict(keep="best", schedule="cosine", epochs=4),
         dict(keep="best", schedule="plateau", optimizer="sgd", lr=0.05, epochs=4),
         dict(schedule="step", augment="crop-flip", normalize="standardize", model="mnist-cnn"),
+        dict(
+            model="cifar10-fast",
+            optimizer="muon",
+            lr=0.24,
+            muon_momentum=0.6,
+            momentum=0.85,
+            lr_bias=2.0,
+            lr_head=20.0,
+            weight_decay=0.004,
+            schedule="linear",
+            augment="flip-translate",
+            normalize="standardize",
+            tta="flip-translate",
+            label_smoothing=0.2,
+            val_split=0.0,
+            keep="last",
+        ),  # fmt: skip
     ],
-    ids=["last", "best-cosine", "plateau", "step-augment-cnn"],
+    ids=["last", "best-cosine", "plateau", "step-augment-cnn", "muon-whitened-tta"],
 )
 def test_an_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch, settings):
     cfg = config(**settings)

@@ -108,7 +108,7 @@ class Batches:
         shuffle: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
         mean: torch.Tensor | None = None,
         std: torch.Tensor | None = None,
         shard: tuple[int, int] = (0, 1),
@@ -124,7 +124,9 @@ class Batches:
             )
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.generator, self.drop_last = shuffle, generator, drop_last
-        self.augment = augment  # applied to each uint8 batch (N, C, H, W) before conversion
+        # augment(x, indices, epoch), applied to each uint8 batch (N, C, H, W) before conversion
+        self.augment = augment
+        self.epoch = 1  # which epoch the next pass is (the trainer sets it; augmentations read it)
         device = split.images.device
         self.mean = None if mean is None else mean.to(device)
         self.std = None if std is None else std.to(device)
@@ -155,11 +157,14 @@ class Batches:
             stop = start + part
             if order is None:
                 x, y = images[start:stop], labels[start:stop]
+                idx = None
             else:
                 idx = order[start:stop]  # index_select: a tenth of the time of images[idx]
                 x, y = images.index_select(0, idx), labels.index_select(0, idx)
             if self.augment is not None:
-                x = self.augment(x)
+                if idx is None:
+                    idx = torch.arange(start, stop, device=images.device)
+                x = self.augment(x, idx, self.epoch)
             x = to_float(x, self.mean, self.std)
             yield x.contiguous(memory_format=self.memory_format), y
 

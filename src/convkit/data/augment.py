@@ -1,4 +1,7 @@
-"""Augmentation on whole batches of uint8 images: no per-image Python."""
+"""Augmentation on whole batches of uint8 images: no per-image Python.
+
+An augmentation is called as augment(images, indices, epoch): the batch (N, C, H, W), which
+samples of the split they are (N,), and the 1-based epoch, for those that depend on them."""
 
 from __future__ import annotations
 
@@ -18,7 +21,80 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator)
     rows = dy[:, None] + torch.arange(h, device=dev)  # (N, H) source row of each output row
     cols = dx[:, None] + torch.arange(w, device=dev)  # (N, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
-    out = padded[
-        torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]
+    return _gather(padded, rows, cols)
+
+
+class CropFlip:
+    """random_crop_flip as an augmentation of the training loop."""
+
+    def __init__(self, pad: int, generator: torch.Generator) -> None:
+        self.pad, self.generator = pad, generator
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        return random_crop_flip(images, self.pad, self.generator)
+
+
+class FlipTranslate:
+    """Alternating flips and small translations (airbench, Jordan 2024).
+
+    Each image of the split draws once whether it starts mirrored; from then on it is mirrored
+    in every other epoch, so any two epochs running see it both ways (random flips would show
+    a quarter of the images the same way twice). Each batch is also shifted by up to `pad`
+    pixels each way, the border reflected in (no black edges). The start flips come from
+    `seed` alone and the shifts from `generator`, so a resumed run draws the same ones."""
+
+    def __init__(self, n: int, pad: int, generator: torch.Generator, seed: int) -> None:
+        self.pad, self.generator = pad, generator
+        self.start_flipped = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        n, _, h, w = images.shape
+        dev, pad = images.device, self.pad
+        flip = self.start_flipped[indices.cpu()] ^ (epoch % 2 == 0)  # epochs 1, 3... as drawn
+        dy = torch.randint(-pad, pad + 1, (n,), generator=self.generator)
+        dx = torch.randint(-pad, pad + 1, (n,), generator=self.generator)
+        rows = _reflect(dy[:, None] + torch.arange(h), h)  # (N, H) source row of each row
+        cols = _reflect(dx[:, None] + torch.arange(w), w)
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+        return _gather(images, rows.to(dev), cols.to(dev))
+
+
+def _reflect(i: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices outside 0..size-1 mirrored back in, the edge pixel not repeated (as 'reflect'
+    padding): -1 -> 1, size -> size - 2. Shifts stay below size."""
+    i = i.abs()
+    return torch.where(i >= size, 2 * (size - 1) - i, i)
+
+
+def _gather(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """out[n, :, r, c] = images[n, :, rows[n, r], cols[n, c]], in one indexing."""
+    n = len(images)
+    out = images[
+        torch.arange(n, device=images.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]
     ]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+class LowResolutionStart:
+    """Progressive resolution: in the first `epochs` epochs, a random `size` x `size` crop of
+    each image that `inner` (if any) made; later epochs get `inner`'s images whole.
+
+    A network that ends in a global pool takes any size, and a convolution's cost follows the
+    pixels, so early steps on 24 x 24 crops of 32 x 32 images cost about half as much. Crops,
+    not downscaled images: objects keep the size they have at test time."""
+
+    def __init__(self, inner, size: int, epochs: int, generator: torch.Generator) -> None:
+        self.inner, self.size, self.epochs, self.generator = inner, size, epochs, generator
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        if self.inner is not None:
+            images = self.inner(images, indices, epoch)
+        n, _, h, w = images.shape
+        if epoch > self.epochs or self.size >= min(h, w):
+            return images
+        dev, size = images.device, self.size
+        dy = torch.randint(0, h - size + 1, (n,), generator=self.generator)
+        dx = torch.randint(0, w - size + 1, (n,), generator=self.generator)
+        rows = (dy[:, None] + torch.arange(size)).to(dev)
+        cols = (dx[:, None] + torch.arange(size)).to(dev)
+        return _gather(images, rows, cols)

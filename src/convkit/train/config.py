@@ -25,7 +25,7 @@ SWITCH = ("auto", "on", "off")
 ENGINE_SETTINGS = ("device", "precision", "channels_last", "compile", "threads")
 # What a resume may change: how long and how to compute, never the model, the data or the
 # optimisation (changing those mid-run would not load, or would silently be another run).
-RESUMABLE = ("epochs", "patience", "eval_batch_size", *ENGINE_SETTINGS)
+RESUMABLE = ("epochs", "patience", "eval_batch_size", "tta", *ENGINE_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,23 @@ class TrainConfig:
     epochs: int = _setting(10, "passes over the training split")
     batch_size: int = _setting(128, "images per optimizer step")
     optimizer: str = _setting(
-        "adam", "optimizer; rmsprop uses Keras's rho=0.9", ("adam", "adamw", "sgd", "rmsprop")
+        "adam",
+        "optimizer; rmsprop uses Keras's rho=0.9; muon trains convolution filters with Muon "
+        "(momentum whose update is orthogonalised, Jordan 2024) at --lr and every other "
+        "parameter with Nesterov SGD at --lr-head (linear layers' weights) or --lr-bias (biases, "
+        "BatchNorm shifts)",
+        ("adam", "adamw", "sgd", "rmsprop", "muon"),
     )
     lr: float = _setting(1e-3, "learning rate (peak rate when a schedule is used)")
-    momentum: float = _setting(0.9, "momentum for sgd")
-    weight_decay: float = _setting(0.0, "L2 weight decay (decoupled for adamw)")
+    momentum: float = _setting(0.9, "momentum for sgd (and muon's SGD-trained parameters)")
+    weight_decay: float = _setting(
+        0.0,
+        "L2 weight decay (decoupled for adamw; for muon, the fraction of the SGD-trained "
+        "parameters decayed each step at the peak rate)",
+    )
+    muon_momentum: float = _setting(0.6, "momentum of muon's filter updates")
+    lr_bias: float = _setting(0.0, "muon: peak rate of biases and BatchNorm shifts (SGD)")
+    lr_head: float = _setting(0.0, "muon: peak rate of linear layers' weights (SGD)")
     schedule: str = _setting(
         "constant",
         "learning-rate schedule: constant; cosine (to 0 over all steps); linear (straight down "
@@ -59,8 +71,24 @@ class TrainConfig:
     )
     augment: str = _setting(
         "none",
-        "training-batch augmentation: crop-flip shifts images by up to 4 pixels and mirrors half",
-        ("none", "crop-flip"),
+        "training-batch augmentation: crop-flip shifts images by up to 4 pixels (zeros come in) "
+        "and mirrors half; flip-translate shifts by up to 2 pixels (the border reflected in) "
+        "and mirrors each image every other epoch, starting from a random half (airbench's "
+        "alternating flips: every image is seen both ways in any two epochs)",
+        ("none", "crop-flip", "flip-translate"),
+    )
+    low_res: int = _setting(
+        0,
+        "progressive resolution: train the first --low-res-epochs epochs on random N x N crops "
+        "(a step then costs about (N / image size)^2 of a full one; 0: off). The model must "
+        "take any size (end in a global pool)",
+    )
+    low_res_epochs: int = _setting(0, "epochs trained on --low-res crops")
+    tta: str = _setting(
+        "none",
+        "test-time augmentation: flip averages the logits of each image and its mirror; "
+        "flip-translate also those of both shifted by one pixel up-left and down-right (6 views)",
+        ("none", "flip", "flip-translate"),
     )
     normalize: str = _setting(
         "scale",
@@ -116,7 +144,15 @@ class TrainConfig:
                 raise ConfigError(f"expected {name} >= 1, received {name}={getattr(self, name)}")
         if self.image_size and not self.data:
             raise ConfigError("image_size resizes the images of --data PATH: give --data with it")
-        for name in ("patience", "limit", "threads", "weight_decay", "momentum", "image_size"):
+        nonnegative = ("patience", "limit", "threads", "weight_decay", "momentum", "image_size")
+        for name in (
+            *nonnegative,
+            "muon_momentum",
+            "lr_bias",
+            "lr_head",
+            "low_res",
+            "low_res_epochs",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"expected {name} >= 0, received {name}={getattr(self, name)}")
         if not self.lr > 0:
@@ -126,6 +162,17 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(
                 f"expected 0 <= label_smoothing < 1, received label_smoothing={self.label_smoothing}"
+            )
+        if self.optimizer == "muon" and not (self.lr_bias > 0 and self.lr_head > 0):
+            raise ConfigError(
+                "optimizer=muon trains biases and linear layers with SGD at their own rates: "
+                f"set --lr-bias and --lr-head > 0 (received {self.lr_bias}, {self.lr_head})"
+            )
+        if bool(self.low_res) != bool(self.low_res_epochs):
+            raise ConfigError(
+                "progressive resolution needs both --low-res N (the crop size) and "
+                f"--low-res-epochs K (received low_res={self.low_res}, "
+                f"low_res_epochs={self.low_res_epochs})"
             )
         if self.freeze and not self.init:
             raise ConfigError("freeze keeps the initial weights: give --init FILE_OR_RUN with it")

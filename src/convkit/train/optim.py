@@ -334,6 +334,65 @@ class SGD(Optimizer):
             )  # fmt: skip
 
 
+class Muon(SGD):
+    """Muon (Jordan et al. 2024) for the groups marked "orthogonalize", SGD for the others.
+
+    A Muon step keeps Nesterov momentum as SGD does (buf = m * buf + g; u = g + m * buf), then
+    replaces the update by an approximately orthogonal matrix with the same singular vectors
+    (three Newton-Schulz iterations on u seen as out_channels x (in_channels * k * k)), and
+    first rescales each filter bank to norm sqrt(out_channels): the BatchNorm after every
+    convolution makes the filters' scale irrelevant, so fixing it keeps the effective step
+    size the schedule's. No weight decay applies to those groups."""
+
+    hyper_parameters = ("lr", "momentum", "weight_decay", "nesterov", "orthogonalize")
+
+    def __init__(self, params: Iterable[Any], **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            group.setdefault("orthogonalize", False)
+            if group["orthogonalize"]:
+                group["fused"] = False
+                for p in group["params"]:
+                    if p.ndim < 2:
+                        raise ValueError(
+                            f"Muon orthogonalizes matrices and filters, received a parameter "
+                            f"of shape {tuple(p.shape)}"
+                        )
+        self._step_supports_amp_scaling = all(g["fused"] for g in self.param_groups)
+
+    def _step_group(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        if not group["orthogonalize"]:
+            super()._step_group(group, params)
+            return
+        lr, momentum = group["lr"], group["momentum"]
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"]
+            buf.mul_(momentum).add_(p.grad)
+            update = p.grad.add(buf, alpha=momentum) if group["nesterov"] else buf
+            p.mul_(len(p) ** 0.5 / p.norm().clamp(min=1e-12))
+            matrix = newton_schulz(update.reshape(len(update), -1))
+            p.add_(matrix.view(p.shape).to(p.dtype), alpha=-lr)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7) -> torch.Tensor:
+    """An approximately orthogonal matrix with the singular vectors of `g` (2-D): the quintic
+    Newton-Schulz iteration of Muon, whose coefficients push every singular value of
+    g / |g| into about [0.5, 1.5] in three steps (run in bf16, as Muon does)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.to(torch.bfloat16)
+    x = x / (x.norm() + eps)
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.T if tall else x
+
+
 def _by_device_and_dtype(lists: list[list[torch.Tensor]]) -> dict:
     """{(device, dtype): (lists, _)}: a fused kernel takes tensors of one device and dtype."""
     return torch._C._group_tensors_by_device_and_dtype(lists, False)
@@ -384,7 +443,35 @@ def build_optimizer(
         return SGD(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused
         )
+    if cfg.optimizer == "muon":
+        return Muon(muon_groups(cfg, params), momentum=cfg.momentum, nesterov=True, fused=fused)
     return KerasRMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def muon_groups(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+    """Muon's parameter groups by shape: convolution filters (3-D, 4-D) orthogonalized at cfg.lr;
+    linear layers' weights (2-D) and vectors (biases, BatchNorm shifts) by SGD at lr_head and
+    lr_bias, their L2 coefficient weight_decay / rate so that each step decays the fraction
+    weight_decay of them at the peak rate (as airbench sets torch's SGD)."""
+    kinds = {
+        "filters": [p for p in params if p.ndim >= 3],
+        "head": [p for p in params if p.ndim == 2],
+        "bias": [p for p in params if p.ndim <= 1],
+    }
+    rates = {"filters": cfg.lr, "head": cfg.lr_head, "bias": cfg.lr_bias}
+    groups = []
+    for kind, members in kinds.items():
+        if not members:
+            continue
+        lr = rates[kind]
+        if kind == "filters":
+            groups.append(
+                dict(params=members, lr=lr, momentum=cfg.muon_momentum, weight_decay=0.0,
+                     orthogonalize=True)
+            )  # fmt: skip
+        else:
+            groups.append(dict(params=members, lr=lr, weight_decay=cfg.weight_decay / lr))
+    return groups
 
 
 # ---- learning-rate schedules --------------------------------------------------------------------

@@ -9,7 +9,6 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,11 @@ import torch
 from torch import nn
 
 from convkit.data import Batches, Dataset, DatasetSpec, Split, holdout_split, load_dataset
-from convkit.data.arrays import channel_stats, shard_of
-from convkit.data.augment import random_crop_flip
+from convkit.data.arrays import channel_stats, shard_of, to_float
+from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart
 from convkit.errors import ConfigError
 from convkit.models import create_model
+from convkit.models.tta import with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
 from convkit.train.config import TrainConfig
@@ -216,15 +216,26 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         train_split, val_split = pool, dataset.val
     else:
         train_split, val_split = holdout_split(pool, cfg.val_split)
-    model, step_model = engine.prepare(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
-    optimizer = build_optimizer(cfg, trainable, engine.device)
     norm = {}
     if cfg.normalize == "standardize":  # with the training split's per-channel mean and std
         norm = dict(zip(("mean", "std"), channel_stats(train_split), strict=True))
+    if hasattr(model, "fit_whitening") and not cfg.init:
+        # A first layer fixed from the data (fine-tuning keeps the one it starts from; a
+        # resumed run loads its own over this), from up to 5,000 training images as training
+        # will see them.
+        model.fit_whitening(to_float(train_split.images[:5000], **norm))
+    model, step_model = engine.prepare(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
+    optimizer = build_optimizer(cfg, trainable, engine.device)
     augment = None
     if cfg.augment == "crop-flip":
-        augment = partial(random_crop_flip, pad=4, generator=generators["augment"])
+        augment = CropFlip(pad=4, generator=generators["augment"])
+    elif cfg.augment == "flip-translate":
+        augment = FlipTranslate(len(train_split), 2, generators["augment"], seed=cfg.seed + 2)
+    if cfg.low_res:
+        augment = LowResolutionStart(
+            augment, cfg.low_res, cfg.low_res_epochs, generators["augment"]
+        )
     layout = {"memory_format": engine.memory_format, **norm}
     dev = engine.device
     try:
@@ -291,6 +302,7 @@ def _one_epoch(s: Session, epoch: int) -> dict[str, Any]:
     """Train one epoch, validate, step the schedule; returns the epoch's record."""
     t0 = time.perf_counter()
     s.progress.start_epoch(epoch, s.cfg.epochs, len(s.train_batches))
+    s.train_batches.epoch = epoch
     lr = s.optimizer.param_groups[0]["lr"]
     sums = train_one_epoch(
         s.step_model, s.train_batches, s.optimizer, s.loss_fn, per_step(s.scheduler),
@@ -359,8 +371,9 @@ def _finish(s: Session) -> dict[str, Any] | None:
     s.model.load_state_dict(s.run.load_weights())
     test_split = shard_of(s.dataset.test, engine.dist.rank, engine.dist.world_size)
     test_batches = Batches(test_split.to(engine.device), cfg.eval_batch_size, **s.layout())
-    test = _evaluate(engine, s.model, test_batches, s.loss_fn)
-    s.progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%")
+    test = _evaluate(engine, with_tta(s.model, cfg.tta), test_batches, s.loss_fn)
+    tta = f" (test-time augmentation: {cfg.tta})" if cfg.tta != "none" else ""
+    s.progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%{tta}")
     if not engine.dist.is_main:
         return None
     result = {
@@ -456,7 +469,7 @@ def evaluate_run(
         test_split.to(engine.device), cfg.eval_batch_size, memory_format=engine.memory_format,
         **kept.normalization,
     )  # fmt: skip
-    test = _evaluate(engine, model, batches, loss_fn)
+    test = _evaluate(engine, with_tta(model, cfg.tta), batches, loss_fn)
     history = run.history()
     return {
         "test_accuracy": test["accuracy"],

@@ -1,0 +1,237 @@
+"""The pieces of the cifar10-fast recipe, each against a plain reference: alternating flips
+and reflected translations, Muon, the whitening layer, test-time augmentation, the recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_dataset
+
+from convkit.data import Batches, Split
+from convkit.data.augment import FlipTranslate, LowResolutionStart
+from convkit.errors import ConfigError
+from convkit.models import create_model
+from convkit.models.tta import TestTimeAugmented, with_tta
+from convkit.runs import Run
+from convkit.train import TrainConfig, train
+from convkit.train.optim import Muon, build_optimizer, build_schedule, newton_schulz
+from convkit.train.recipes import RECIPES
+from convkit.use.export import export_onnx
+from convkit.use.onnx_model import OnnxClassifier
+from convkit.use.predict import open_predictor
+
+# ---- alternating flips and reflected translations -----------------------------------------------
+
+
+def test_flip_translate_is_a_reflected_shift_of_each_image_mirrored_every_other_epoch():
+    images = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
+    idx = torch.randperm(32)
+    g = torch.Generator().manual_seed(5)
+    aug = FlipTranslate(32, 2, g, seed=9)
+    ref = F.pad(images[idx].float(), (2, 2, 2, 2), mode="reflect")  # what reflect padding gives
+    mirrored = {}
+    for epoch in (1, 2, 3):
+        shifts = torch.Generator().set_state(g.get_state())  # the draws the call will make
+        dy = torch.randint(-2, 3, (32,), generator=shifts)
+        dx = torch.randint(-2, 3, (32,), generator=shifts)
+        out = aug(images[idx], idx, epoch)
+        assert out.shape == (32, 3, 8, 8) and out.dtype == torch.uint8
+        for i in range(32):
+            crop = ref[i, :, 2 + dy[i] : 10 + dy[i], 2 + dx[i] : 10 + dx[i]]
+            if torch.equal(out[i].float(), crop):
+                flipped = False
+            else:
+                assert torch.equal(out[i].float(), crop.flip(-1)), f"image {i}, epoch {epoch}"
+                flipped = True
+            mirrored.setdefault(int(idx[i]), []).append(flipped)
+    assert all(a != b and a == c for a, b, c in mirrored.values())  # every other epoch
+    first = [m[0] for m in mirrored.values()]
+    assert 4 < sum(first) < 28  # each image starts mirrored or not at random
+    again = FlipTranslate(32, 2, torch.Generator(), seed=9)
+    assert torch.equal(again.start_flipped, aug.start_flipped)  # from the seed: a resume agrees
+
+
+def test_batches_tell_the_augmentation_which_images_and_which_epoch():
+    split = Split(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8), torch.arange(10))
+    seen = []
+
+    def record(x, idx, epoch):
+        seen.append((idx.tolist(), epoch))
+        assert torch.equal(x, split.images[idx])
+        return x
+
+    batches = Batches(split, 4, shuffle=True, generator=torch.Generator(), augment=record)
+    batches.epoch = 7
+    labels = torch.cat([y for _, y in batches])
+    assert sorted(sum((i for i, _ in seen), [])) == list(range(10))
+    assert {e for _, e in seen} == {7} and labels.tolist() == sum((i for i, _ in seen), [])
+
+
+def test_low_resolution_start_crops_the_first_epochs_only():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    idx = torch.arange(6)
+    aug = LowResolutionStart(None, 5, 2, torch.Generator().manual_seed(0))
+    for epoch in (1, 2):
+        out = aug(images, idx, epoch)
+        assert out.shape == (6, 3, 5, 5)
+        for i in range(6):  # each is a 5 x 5 window of its own image
+            windows = images[i].unfold(1, 5, 1).unfold(2, 5, 1).permute(1, 2, 0, 3, 4)
+            assert any(torch.equal(out[i], w) for w in windows.reshape(-1, 3, 5, 5))
+    assert torch.equal(aug(images, idx, 3), images)
+    with pytest.raises(ConfigError, match="--low-res N"):
+        TrainConfig(low_res=24)
+
+
+# ---- Muon ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (2304, 256), (10, 10)])
+def test_newton_schulz_keeps_the_singular_vectors_and_brings_the_values_near_one(shape):
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x = newton_schulz(g).float()
+    u, s, vh = torch.linalg.svd(g, full_matrices=False)
+    values = torch.linalg.svdvals(x)
+    assert x.shape == g.shape and values.min() > 0.5 and values.max() < 1.5
+    # x = U S' V^T with the same U, V: U^T x V is diagonal
+    inner = u.T @ x @ vh.T
+    off = inner - torch.diag(torch.diagonal(inner))
+    assert off.abs().max() < 0.05
+
+
+def test_a_muon_step_normalises_each_filter_bank_then_steps_along_the_orthogonalised_momentum():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 3, 3, 3))
+    v = torch.nn.Parameter(torch.randn(8))
+    opt = Muon(
+        [dict(params=[w], lr=0.1, momentum=0.6, orthogonalize=True),
+         dict(params=[v], lr=0.5, weight_decay=0.01)],
+        momentum=0.85, nesterov=True,
+    )  # fmt: skip
+    ref_w, ref_v = w.detach().clone(), v.detach().clone()
+    buf_w, buf_v = torch.zeros_like(ref_w), torch.zeros_like(ref_v)
+    for _ in range(3):
+        gw, gv = torch.randn(8, 3, 3, 3), torch.randn(8)
+        w.grad, v.grad = gw.clone(), gv.clone()
+        opt.step()
+        buf_w = 0.6 * buf_w + gw
+        update = newton_schulz((gw + 0.6 * buf_w).reshape(8, -1)).float().view(8, 3, 3, 3)
+        ref_w = ref_w * (8**0.5 / ref_w.norm()) - 0.1 * update
+        gv = gv + 0.01 * ref_v  # SGD with L2, Nesterov
+        buf_v = 0.85 * buf_v + gv
+        ref_v = ref_v - 0.5 * (gv + 0.85 * buf_v)
+        assert torch.allclose(w, ref_w, atol=1e-5) and torch.allclose(v, ref_v, atol=1e-6)
+
+
+def test_muon_state_dict_round_trip_continues_exactly():
+    def make():
+        torch.manual_seed(1)
+        model = create_model("cifar10-fast", num_classes=4, in_channels=1, input_size=(12, 12))
+        cfg = TrainConfig(optimizer="muon", lr=0.2, lr_bias=1.0, lr_head=3.0, weight_decay=1e-3)
+        params = [p for p in model.parameters() if p.requires_grad]
+        return model, build_optimizer(cfg, params)
+
+    def steps(model, opt, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            x, y = torch.randn(16, 1, 12, 12, generator=g), torch.randint(0, 4, (16,), generator=g)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+
+    a, opt_a = make()
+    steps(a, opt_a, 2, 0)
+    b, opt_b = make()
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(opt_a.state_dict())
+    steps(a, opt_a, 2, 1)
+    steps(b, opt_b, 2, 1)
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_muon_groups_parameters_by_shape_and_needs_its_rates():
+    model = create_model("cifar10-fast")
+    cfg = TrainConfig(optimizer="muon", lr=0.24, lr_bias=106.0, lr_head=1340.0, weight_decay=0.004)
+    opt = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    filters, head, bias = opt.param_groups
+    assert filters["orthogonalize"] and all(p.ndim == 4 for p in filters["params"])
+    assert len(filters["params"]) == 6  # two convolutions a block; the whitening one is fixed
+    assert head["params"] == [model.classifier.weight] and head["lr"] == 1340.0
+    assert len(bias["params"]) == 7 and all(p.ndim == 1 for p in bias["params"])  # 6 BN + whiten
+    assert head["weight_decay"] * head["lr"] == pytest.approx(0.004)  # decay per step at peak
+    assert bias["weight_decay"] * bias["lr"] == pytest.approx(0.004)
+    schedule = build_schedule(cfg.replace(schedule="linear", epochs=2), opt, 5)
+    for _ in range(5):
+        schedule.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.12, 670.0, 53.0])
+    with pytest.raises(ConfigError, match="lr-bias and --lr-head"):
+        TrainConfig(optimizer="muon", lr=0.2)
+
+
+# ---- the whitening layer and test-time augmentation ---------------------------------------------
+
+
+def test_fit_whitening_makes_the_patches_uncorrelated_with_unit_variance():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 3, 16, 16, generator=g)
+    images = F.avg_pool2d(F.pad(base, (1, 1, 1, 1), mode="reflect"), 3, stride=1)  # correlated
+    images = images + 0.5 * images.mean(dim=1, keepdim=True)  # and across channels
+    model = create_model("cifar10-fast", input_size=(16, 16))
+    model.fit_whitening(images, eps=0.0)
+    out = model.whiten(images)[:, :12] - model.whiten.bias[:12, None, None]  # the + half
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = flat.T @ flat / len(flat)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.05)
+    assert torch.equal(model.whiten.weight[12:], -model.whiten.weight[:12])
+    assert not model.whiten.weight.requires_grad and model.whiten.bias.requires_grad
+
+
+def test_tta_averages_the_logits_of_the_mirrored_and_shifted_views():
+    torch.manual_seed(0)
+    model = create_model("cifar10-fast", input_size=(16, 16)).eval()
+    x = torch.randn(5, 3, 16, 16)
+    assert with_tta(model, "none") is model
+    with torch.no_grad():
+
+        def mirror(v):
+            return 0.5 * (model(v) + model(v.flip(-1)))
+
+        assert torch.allclose(TestTimeAugmented(model, "flip")(x), mirror(x), atol=1e-5)
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        ref = (
+            0.5 * mirror(x)
+            + 0.25 * mirror(padded[..., :16, :16])
+            + 0.25 * mirror(padded[..., 2:, 2:])
+        )
+        assert torch.allclose(TestTimeAugmented(model, "flip-translate")(x), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="tta"):
+        TestTimeAugmented(model, "rotate")
+
+
+# ---- the recipe ---------------------------------------------------------------------------------
+
+
+def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp_path, capsys):
+    recipe = RECIPES["cifar10-fast"].settings_dict()
+    cfg = TrainConfig.from_dict(
+        {**recipe, "dataset": "tiny", "batch_size": 40, "epochs": 3, "precision": "fp32",
+         "lr_bias": 0.053 * 40, "lr_head": 0.67 * 40}  # the recipe's rates for a batch of 40
+    )  # fmt: skip
+    result = train(cfg, data=tiny_dataset(), out=tmp_path / "run")
+    assert result["test_accuracy"] >= 0.9 and result["config"]["tta"] == "flip-translate"
+    assert "(test-time augmentation: flip-translate)" in capsys.readouterr().out
+    # Prediction and the exported file answer as the run was tested: with the 6 views.
+    kept = Run(tmp_path / "run").kept_model()
+    images = tiny_dataset().test.images[:12]
+    with torch.no_grad():
+        logits = TestTimeAugmented(kept.model.eval(), "flip-translate")(kept.preprocess(images))
+    expected = torch.softmax(logits, dim=1).numpy()
+    predicted = open_predictor(tmp_path / "run").probabilities(images.numpy())
+    assert np.abs(predicted - expected).max() < 1e-5
+    report = export_onnx(tmp_path / "run", check_images=images, log=lambda line: None)
+    exported = OnnxClassifier(report.path).probabilities(images.numpy())
+    assert report.passed and np.abs(exported - expected).max() < 1e-4

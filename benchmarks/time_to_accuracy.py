@@ -19,7 +19,8 @@ For each mark, one after the other, never at once:
   airbench94     for cifar94 (about 1.5 hours on 2 cores, so not in `make bench`): the CIFAR-10
                  speed record's recipe ported to the CPU, a script kept outside this repository
                  (its code is not ours) and given as --airbench94 SCRIPT. It is run as
-                 `SCRIPT DATA_DIR` and prints one JSON object a line, the last with
+                 `SCRIPT DATA_DIR` (the CONVKIT_DATA folder that holds
+                 cifar-10/cifar-10-batches-bin) and prints one JSON object a line, the last with
                  "test_accuracy" and "train_seconds"; the goal is 0.6x its time.
 Each mark's seeds (10 for MNIST, 5 for CIFAR-10) and its accuracy and time goals are the
 issue's; the table says whether they were met. The machine's matmul peaks are measured in the
@@ -101,11 +102,18 @@ def run_baseline(mark: str, max_epochs: int) -> dict:
     )  # fmt: skip
 
 
-def run_airbench94(script: str) -> dict:
+def cifar10_folder() -> str:
+    """The first folder of CONVKIT_DATA (a PATH-like list) holding the CIFAR-10 binary batches."""
     import os
 
-    data_dir = os.environ.get("CONVKIT_DATA", str(HERE.parent.parent / "shared" / "data"))
-    cmd = [sys.executable, script, data_dir]
+    for folder in os.environ.get("CONVKIT_DATA", "").split(os.pathsep):
+        if folder and (Path(folder) / "cifar-10" / "cifar-10-batches-bin").is_dir():
+            return folder
+    raise SystemExit("airbench94 reads CIFAR-10 from a CONVKIT_DATA folder: none holds one")
+
+
+def run_airbench94(script: str) -> dict:
+    cmd = [sys.executable, script, cifar10_folder()]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t

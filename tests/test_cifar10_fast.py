@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_dataset
 
 from convkit.data import Batches, Split
+from convkit.data.arrays import channel_stats, to_float
 from convkit.data.augment import FlipTranslate, LowResolutionStart
 from convkit.errors import ConfigError
 from convkit.models import create_model
@@ -170,6 +171,10 @@ def test_muon_groups_parameters_by_shape_and_needs_its_rates():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.12, 670.0, 53.0])
     with pytest.raises(ConfigError, match="lr-bias and --lr-head"):
         TrainConfig(optimizer="muon", lr=0.2)
+    for bad in (dict(momentum=0.0), dict(muon_momentum=1.0)):
+        name = next(iter(bad))
+        with pytest.raises(ConfigError, match=f"expected 0 < {name} < 1"):
+            TrainConfig(optimizer="muon", lr=0.2, lr_bias=1.0, lr_head=1.0, **bad)
 
 
 # ---- the whitening layer and test-time augmentation ---------------------------------------------
@@ -201,12 +206,14 @@ def test_tta_averages_the_logits_of_the_mirrored_and_shifted_views():
             return 0.5 * (model(v) + model(v.flip(-1)))
 
         assert torch.allclose(TestTimeAugmented(model, "flip")(x), mirror(x), atol=1e-5)
-        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
-        ref = (
-            0.5 * mirror(x)
-            + 0.25 * mirror(padded[..., :16, :16])
-            + 0.25 * mirror(padded[..., 2:, 2:])
-        )
+
+        # the two shifted views, pixel by pixel: out[r, c] = x[r - d, c - d], mirrored back in
+        # at the border (row -1 is row 1, row 16 is row 14)
+        def shifted(d):
+            i = [abs(r - d) if r - d < 16 else 30 - (r - d) for r in range(16)]
+            return x[:, :, i][:, :, :, i]
+
+        ref = 0.5 * mirror(x) + 0.25 * mirror(shifted(1)) + 0.25 * mirror(shifted(-1))
         assert torch.allclose(TestTimeAugmented(model, "flip-translate")(x), ref, atol=1e-5)
     with pytest.raises(ValueError, match="tta"):
         TestTimeAugmented(model, "rotate")
@@ -224,8 +231,14 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
     result = train(cfg, data=tiny_dataset(), out=tmp_path / "run")
     assert result["test_accuracy"] >= 0.9 and result["config"]["tta"] == "flip-translate"
     assert "(test-time augmentation: flip-translate)" in capsys.readouterr().out
-    # Prediction and the exported file answer as the run was tested: with the 6 views.
+    # The whitening layer was fitted on the first training images, as training saw them.
     kept = Run(tmp_path / "run").kept_model()
+    train_images = tiny_dataset().train.images
+    mean, std = channel_stats(Split(train_images, torch.zeros(len(train_images))))
+    fresh = create_model("cifar10-fast", num_classes=4, in_channels=1, input_size=(28, 28))
+    fresh.fit_whitening(to_float(train_images[:5000], mean, std))
+    assert torch.allclose(kept.model.whiten.weight, fresh.whiten.weight, atol=1e-6)
+    # Prediction and the exported file answer as the run was tested: with the 6 views.
     images = tiny_dataset().test.images[:12]
     with torch.no_grad():
         logits = TestTimeAugmented(kept.model.eval(), "flip-translate")(kept.preprocess(images))
@@ -235,3 +248,24 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
     report = export_onnx(tmp_path / "run", check_images=images, log=lambda line: None)
     exported = OnnxClassifier(report.path).probabilities(images.numpy())
     assert report.passed and np.abs(exported - expected).max() < 1e-4
+
+
+def test_progressive_resolution_trains_through_the_runner_and_bad_sizes_are_refused(tmp_path):
+    data = tiny_dataset()
+    muon = dict(optimizer="muon", lr=0.2, lr_bias=2.0, lr_head=20.0)
+    cfg = TrainConfig.from_dict(
+        {"model": "cifar10-fast", "dataset": "tiny", "epochs": 2, "batch_size": 40,
+         "precision": "fp32", "low_res": 20, "low_res_epochs": 1, "val_split": 0.0,
+         "keep": "last", "normalize": "standardize", **muon}
+    )  # fmt: skip
+    assert train(cfg, data=data, out=tmp_path / "run")["test_accuracy"] > 0.5
+    bad = [
+        (cfg.replace(low_res=28), r"low_res=28 crops nothing from 28x28 images"),
+        (cfg.replace(low_res=6), r"low_res=6: cifar10-fast cannot take 6x6 crops"),
+        (cfg.replace(model="mnist-cnn", optimizer="adam"), "cannot take 20x20 crops"),
+        (cfg.replace(model="mnist-mlp", low_res=0, low_res_epochs=0), "optimizer=muon rescales"),
+    ]
+    for i, (wrong, message) in enumerate(bad):
+        with pytest.raises(ConfigError, match=message):
+            train(wrong, data=data, out=tmp_path / f"bad{i}")
+        assert not (tmp_path / f"bad{i}").exists()  # refused before the folder is made

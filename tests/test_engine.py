@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -99,7 +100,7 @@ def test_engine_lays_out_conv_models_channels_last():
 FAULTS = """
 import resource, sys, torch
 from convkit.train.engine import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_memory()  # CONVKIT_MALLOC=system: False, glibc's defaults stay
 for _ in range(10):  # the heap grows to its working size (faulting its pages in once)
     torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -112,13 +113,18 @@ print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc is Linux's")
 def test_kept_freed_memory_is_reused_without_faulting_its_pages_in_again():
     def faults(mode: str) -> tuple[str, int]:
-        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True)
+        env = {k: v for k, v in os.environ.items() if k != "CONVKIT_MALLOC"}
+        env |= {"CONVKIT_MALLOC": "system"} if mode == "system" else {}
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env
+        )
         assert out.returncode == 0, out.stderr
         kept, count = out.stdout.split()
         return kept, int(count)
 
     pages = (64 << 20) // 4096  # one buffer, in 4 KiB pages
     kept, with_keep = faults("keep")
-    _, without = faults("system")
+    not_kept, without = faults("system")
     assert kept == "True" and with_keep < pages  # reused: not even one buffer's pages again
+    assert not_kept == "False"
     assert without > 5 * pages  # glibc's default: each buffer faulted in anew

@@ -113,6 +113,30 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, data, monkeypatch, setting
     )
 
 
+def test_a_folder_from_before_newer_settings_stays_readable_and_resumable(tmp_path, data):
+    run_dir = tmp_path / "run"
+    train(config(epochs=1, keep="last", val_split=0.0), data=data, out=run_dir)
+    path = run_dir / "config.json"
+    values = json.loads(path.read_text())
+    for key in ("tta", "low_res", "low_res_epochs", "muon_momentum", "lr_bias", "lr_head"):
+        del values[key]  # settings convkit gained later: an older folder lacks them
+    path.write_text(json.dumps(values))
+    assert Run(run_dir).config() == TrainConfig.from_dict(values)  # at their defaults
+    resume(run_dir, data=data)  # nothing to train, nothing changed: the folder stays as it is
+    assert Run(run_dir).config().tta == "none"
+    resume(run_dir, {"epochs": 2}, data=data)
+    assert Run(run_dir).config().epochs == 2 and evaluate_run(run_dir, data=data)["epochs"] == 2
+
+
+def test_a_resume_that_only_changes_the_test_time_augmentation_records_it(tmp_path, data):
+    run_dir = tmp_path / "run"
+    first = train(config(epochs=1, keep="last", val_split=0.0), data=data, out=run_dir)
+    again = resume(run_dir, {"tta": "flip"}, data=data)
+    assert again["config"]["tta"] == "flip" and again["epochs"] == first["epochs"] == 1
+    assert Run(run_dir).config().tta == "flip"  # so evaluate, predict and export agree
+    assert evaluate_run(run_dir, data=data)["test_accuracy"] == again["test_accuracy"]
+
+
 def test_early_stopping_keeps_the_best_epoch_and_a_resume_stays_stopped(tmp_path, data):
     # A rate this high makes the val loss bounce, so patience 1 stops the run early.
     cfg = config(epochs=30, patience=1, optimizer="sgd", lr=0.5, momentum=0.9)

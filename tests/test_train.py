@@ -307,7 +307,7 @@ def test_training_and_resuming_never_import_torch_dynamo(tmp_path):
 def test_the_fast_recipes_say_what_they_measured(capsys):
     assert main(["recipes", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    for name in ("mnist-fast", "cifar10-quick"):
+    for name in ("mnist-fast", "cifar10-quick", "cifar10-fast"):
         assert rows[name]["settings"]["val_split"] == 0.0  # a fixed schedule holds nothing out
         assert "seeds 0-" in rows[name]["measured"] and "GFLOP/s" in rows[name]["measured"]
         assert "No validation split" in rows[name]["description"]

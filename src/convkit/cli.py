@@ -321,7 +321,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from convkit.train import TrainConfig, get_recipe, resume, train
     from convkit.train.config import read_config_file
+    from convkit.train.engine import keep_freed_memory
     from convkit.train.progress import Progress
+
+    keep_freed_memory()  # this process exists to train: reuse memory, never re-fault it
 
     overrides = {
         f.name: getattr(args, f.name)
@@ -391,7 +394,9 @@ def _draw_curves(result: dict[str, Any]) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from convkit.train import evaluate_run
+    from convkit.train.engine import keep_freed_memory
 
+    keep_freed_memory()
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = evaluate_run(
         args.run, data_dir=args.data_dir, download=not args.no_download, started=_STARTED, log=log

@@ -43,6 +43,7 @@ from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError, ConvkitError
 from convkit.fileio import write_json, write_text
 from convkit.models import create_model, model_info
+from convkit.models.tta import with_tta
 from convkit.train import checkpoint
 from convkit.train.config import RESUMABLE, TrainConfig
 from convkit.train.engine import resolve_precision
@@ -116,6 +117,12 @@ class KeptModel:
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) -> the float input the model was trained on."""
         return to_float(images, self.mean, self.std)
+
+    @property
+    def classifier(self) -> nn.Module:
+        """What to predict with: the model, behind the test-time augmentation the run was
+        tested with (--tta). Gradients and feature maps are the plain model's."""
+        return with_tta(self.model, self.cfg.tta)
 
     def cpu_autocast(self) -> contextlib.AbstractContextManager:
         """The run's precision on the CPU, so predictions match its own evaluation (bf16 where
@@ -218,13 +225,17 @@ class Run:
             raise ConfigError(f"{path}: damaged: expected a table of settings")
         if self.has_state:
             saved = self._state_metadata()["config"]
+            # A setting added to convkit after the run started is missing from its config.json
+            # and stands at its default (which is what the run trained with).
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
             for key, value in saved.items():
                 # A resume's new epochs (etc.) reach config.json just before the training
                 # state: a cut between the two writes leaves them different, legitimately.
-                if key not in RESUMABLE and values.get(key) != value:
+                here = values.get(key, defaults.get(key))
+                if key not in RESUMABLE and here != value:
                     checkpoint.load(self._path(STATE))  # a damaged state is named as such
                     raise ConfigError(
-                        f"{path}: damaged or edited: {key} is {values.get(key)!r} there but "
+                        f"{path}: damaged or edited: {key} is {here!r} there but "
                         f"{value!r} in {STATE}, which holds the run's state; put back "
                         f"{key} = {value!r}"
                     )

@@ -39,7 +39,7 @@ class FlipTranslate:
 
     Each image of the split draws once whether it starts mirrored; from then on it is mirrored
     in every other epoch, so any two epochs running see it both ways (random flips would show
-    a quarter of the images the same way twice). Each batch is also shifted by up to `pad`
+    half of the images the same way in both). Each batch is also shifted by up to `pad`
     pixels each way, the border reflected in (no black edges). The start flips come from
     `seed` alone and the shifts from `generator`, so a resumed run draws the same ones."""
 

@@ -86,7 +86,7 @@ class ReportContext:
         if self._predictions is None:
             images, labels = self.test_images()
             lr = self.lr
-            proba = A.predict_proba(lr.model, lr.preprocess(images), autocast=lr.autocast)
+            proba = A.predict_proba(lr.classifier, lr.preprocess(images), autocast=lr.autocast)
             self._predictions = TestPredictions(images, labels, proba)
         return self._predictions
 
@@ -281,7 +281,7 @@ def section_attention(ctx: ReportContext) -> SectionResult | Note:
     rows, data = [], []
     for item in ctx.inputs():
         x = lr.preprocess(torch.from_numpy(item["converted"])[None])
-        proba = A.predict_proba(lr.model, x, autocast=lr.autocast)[0]
+        proba = A.predict_proba(lr.classifier, x, autocast=lr.autocast)[0]
         top = np.argsort(-proba)[:3]
         cls = lr.classes.index(target) if target is not None else int(top[0])
         sal = A.saliency(lr.model, x, cls)

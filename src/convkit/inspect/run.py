@@ -47,6 +47,11 @@ class LoadedRun:
         """uint8 (N, C, H, W) -> the float input the model was trained on."""
         return to_float(images, self.mean, self.std)
 
+    @property
+    def classifier(self) -> nn.Module:
+        """What to predict with (the run's test-time augmentation, if any, around `model`)."""
+        return self.kept.classifier
+
     def test_split(self) -> Split:
         if self._test is None:
             data, _ = load_data(self.cfg, data_dir=self.data_dir, download=self.download)

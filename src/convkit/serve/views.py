@@ -139,7 +139,7 @@ def confusion_png(loaded: LoadedModel, tests: TestSets) -> bytes:
     def compute() -> A.Confusion:
         split = tests.get(kept.cfg)
         images = kept.preprocess(split.images)
-        proba = A.predict_proba(kept.model, images, autocast=kept.cpu_autocast)
+        proba = A.predict_proba(kept.classifier, images, autocast=kept.cpu_autocast)
         return A.confusion(split.labels.numpy(), proba.argmax(1), kept.classes)
 
     conf = loaded.memo("confusion", compute)
@@ -244,7 +244,7 @@ def predict(loaded: LoadedModel, item: dict[str, Any], explained: bool) -> dict[
     kept, image = loaded.kept, item["converted"]
     x = kept.preprocess(torch.from_numpy(np.ascontiguousarray(image))[None])
     with loaded.lock:  # the model's work; the pictures are made after, without the lock
-        proba = A.predict_proba(kept.model, x, autocast=kept.cpu_autocast)[0]
+        proba = A.predict_proba(kept.classifier, x, autocast=kept.cpu_autocast)[0]
         order = np.argsort(-proba, kind="stable")[:TOP_K]
         if explained:
             has_conv = any(isinstance(m, nn.Conv2d) for m in kept.model.modules())

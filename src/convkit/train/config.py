@@ -48,7 +48,8 @@ class TrainConfig:
         "optimizer; rmsprop uses Keras's rho=0.9; muon trains convolution filters with Muon "
         "(momentum whose update is orthogonalised, Jordan 2024) at --lr and every other "
         "parameter with Nesterov SGD at --lr-head (linear layers' weights) or --lr-bias (biases, "
-        "BatchNorm shifts)",
+        "BatchNorm shifts); it rescales each filter bank every step, so it is for networks "
+        "with BatchNorm after every convolution",
         ("adam", "adamw", "sgd", "rmsprop", "muon"),
     )
     lr: float = _setting(1e-3, "learning rate (peak rate when a schedule is used)")
@@ -163,11 +164,19 @@ class TrainConfig:
             raise ConfigError(
                 f"expected 0 <= label_smoothing < 1, received label_smoothing={self.label_smoothing}"
             )
-        if self.optimizer == "muon" and not (self.lr_bias > 0 and self.lr_head > 0):
-            raise ConfigError(
-                "optimizer=muon trains biases and linear layers with SGD at their own rates: "
-                f"set --lr-bias and --lr-head > 0 (received {self.lr_bias}, {self.lr_head})"
-            )
+        if self.optimizer == "muon":
+            if not (self.lr_bias > 0 and self.lr_head > 0):
+                raise ConfigError(
+                    "optimizer=muon trains biases and linear layers with SGD at their own "
+                    f"rates: set --lr-bias and --lr-head > 0 (received {self.lr_bias}, "
+                    f"{self.lr_head})"
+                )
+            for name in ("momentum", "muon_momentum"):  # both are Nesterov's
+                if not 0.0 < getattr(self, name) < 1.0:
+                    raise ConfigError(
+                        f"optimizer=muon uses Nesterov momentum: expected 0 < {name} < 1, "
+                        f"received {name}={getattr(self, name)}"
+                    )
         if bool(self.low_res) != bool(self.low_res_epochs):
             raise ConfigError(
                 "progressive resolution needs both --low-res N (the crop size) and "

@@ -10,8 +10,10 @@ for this machine, and the run's result records them.
 * channels_last: on for models with convolutions (oneDNN and cuDNN run them faster that way).
 * distributed: under torchrun (RANK/WORLD_SIZE set), DistributedDataParallel with gloo on the
   CPU and NCCL on GPUs.
-* memory (CPU, glibc): freed memory is kept for reuse rather than given back to the system (see
-  `keep_freed_memory`): a training step allocates the same large buffers again and again.
+* memory (CPU, glibc): `keep_freed_memory` has malloc keep freed memory for reuse rather than
+  give it back to the system: a training step allocates the same large buffers again and
+  again. It changes the whole process, so `convkit train` and `evaluate` call it, not the
+  engine: a notebook or a test process that imports convkit keeps glibc's defaults.
 """
 
 from __future__ import annotations
@@ -219,8 +221,6 @@ def resolve_engine(
         # from the uninterrupted one (measured on an H100: 99.26% against 99.32%).
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-    if dev.type == "cpu":
-        keep_freed_memory()
     prec = resolve_precision(precision, dev)
     layout = has_convolutions(model) if channels_last == "auto" else channels_last == "on"
     return Engine(dev, prec, layout, compile == "on", init_distributed(dev))
@@ -237,7 +237,8 @@ def keep_freed_memory() -> bool:
     this 2-core CPU (4.81 s a step, 3.95 s with this). Here every allocation comes from the heap
     (M_MMAP_MAX 0) and the heap is never trimmed (M_TRIM_THRESHOLD at its largest), so the
     process keeps its peak memory until it exits, as PyTorch's GPU allocator does on a GPU.
-    Elsewhere (macOS, musl), or with CONVKIT_MALLOC=system, nothing changes."""
+    Elsewhere (macOS, musl), or with CONVKIT_MALLOC=system, nothing changes. For the whole
+    process, for good: call it in a process that trains, as the command line does."""
     if os.environ.get("CONVKIT_MALLOC") == "system" or not sys.platform.startswith("linux"):
         return False
     import ctypes

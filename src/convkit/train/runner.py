@@ -219,6 +219,7 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
     norm = {}
     if cfg.normalize == "standardize":  # with the training split's per-channel mean and std
         norm = dict(zip(("mean", "std"), channel_stats(train_split), strict=True))
+    _check_model_fits(cfg, model, dataset)
     if hasattr(model, "fit_whitening") and not cfg.init:
         # A first layer fixed from the data (fine-tuning keeps the one it starts from; a
         # resumed run loads its own over this), from up to 5,000 training images as training
@@ -253,6 +254,43 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
         n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
     )  # fmt: skip
+
+
+def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:
+    """Settings that only some models can take, refused before anything trains."""
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if cfg.optimizer == "muon" and (not convs or not norms):
+        raise ConfigError(
+            f"optimizer=muon rescales convolution filters every step, which only a network with "
+            f"BatchNorm after its convolutions ignores; {cfg.model} has "
+            f"{len(convs)} convolutions and {len(norms)} BatchNorm layers: use another optimizer"
+        )
+    if not cfg.low_res:
+        return
+    c, h, w = dataset.spec.image_shape
+    if cfg.low_res >= min(h, w):
+        raise ConfigError(
+            f"low_res={cfg.low_res} crops nothing from {h}x{w} images: give a size below "
+            f"{min(h, w)}, or 0 for no progressive resolution"
+        )
+    probe = torch.zeros(2, c, cfg.low_res, cfg.low_res)
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(probe)
+    except (RuntimeError, ValueError) as exc:
+        out, why = None, str(exc).splitlines()[0]
+    else:
+        why = f"it gives outputs of shape {tuple(out.shape)}"
+    finally:
+        model.train(training)
+    if out is None or tuple(out.shape) != (2, len(dataset.classes)):
+        raise ConfigError(
+            f"low_res={cfg.low_res}: {cfg.model} cannot take {cfg.low_res}x{cfg.low_res} crops "
+            f"({why}); progressive resolution needs a model that ends in a global pool, such as "
+            f"cifar10-fast, and crops it can still pool"
+        )
 
 
 def _restore(s: Session) -> None:
@@ -376,6 +414,8 @@ def _finish(s: Session) -> dict[str, Any] | None:
     s.progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%{tta}")
     if not engine.dist.is_main:
         return None
+    if s.config_changed:  # a resume that trained no epoch but changed how to test (--tta)
+        s.run.write_config(cfg)
     result = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],

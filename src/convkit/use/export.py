@@ -32,7 +32,6 @@ import convkit
 from convkit.data import to_float
 from convkit.errors import ConvkitError
 from convkit.fileio import atomic_path
-from convkit.models.tta import with_tta
 from convkit.runs import KeptModel, Run, load_data
 from convkit.use.onnx_model import INSTALL, OnnxClassifier
 
@@ -119,7 +118,7 @@ def export_onnx(
     if check_images is None:
         check_images, source = _test_images(kept, data_dir, download, log)
     return export_model(
-        with_tta(kept.model, kept.cfg.tta),  # the file predicts as the run was tested
+        kept.classifier,  # with the run's test-time augmentation: it predicts as tested
         run.onnx_path if out is None else out,
         kept.image_shape,
         kept.classes,

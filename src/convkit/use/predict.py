@@ -87,13 +87,12 @@ def open_predictor(target: str | Path) -> Predictor:
 def _torch_predictor(run_dir: Path) -> Predictor:
     import torch
 
-    from convkit.models.tta import with_tta
     from convkit.runs import Run
 
     if not run_dir.exists():
         raise ConfigError(f"{run_dir} does not exist: give a run folder or an exported .onnx file")
     kept = Run(run_dir).kept_model()
-    model = with_tta(kept.model, kept.cfg.tta).eval()  # as the run was tested
+    model = kept.classifier.eval()  # behind the run's test-time augmentation, as tested
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), kept.cpu_autocast():

@@ -439,6 +439,78 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- robustness and compare --------------------------------------------------------------------
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, received {text!r}"
+        ) from None
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from convkit.inspect.robustness import run_robustness, summary_rows
+
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    if args.limit is not None and args.limit < 1:
+        raise ConvkitError(f"expected --limit >= 1, received {args.limit}")
+    report = run_robustness(
+        args.run, out=args.out, only=_csv(args.only) if args.only else None,
+        max_shift=args.max_shift,
+        corruptions=None if args.corruptions is None else _csv(args.corruptions),
+        angles=args.angles, scales=args.scales, baseline=args.baseline, images=args.images,
+        seed=args.seed, limit=args.limit, data_dir=args.data_dir,
+        download=not args.no_download, log=log,
+    )  # fmt: skip
+    if args.json:
+        _emit_json(report)
+        return 0
+    rows = summary_rows(report)
+    width = max(len(w) for w, _ in rows)
+    for what, figure in rows:
+        print(f"{what:<{width}}  {figure}")
+    folder = Path(report["pictures"][0]).parent if report["pictures"] else None
+    print(f"{report['images_scored']:,} images scored in {report['seconds']:.1f} s; saved in "
+          f"{Path(report['run']) / 'robustness.json'}"
+          + (f"; pictures in {folder}" if folder else ""))  # fmt: skip
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from convkit.inspect.compare import compare_runs
+
+    log = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    table = compare_runs(args.runs)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        from convkit.inspect import draw
+
+        with_results = [(r["label"], r["robustness"]) for r in table if r["robustness"]]
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if with_results:
+                path = draw.robustness_curves_figure(with_results, out / "compare.png")
+                log(f"Picture: {path}")
+            else:
+                log("No run has robustness results to draw: run `convkit robustness RUN` first")
+        except OSError as exc:
+            raise ConvkitError(f"cannot write into {out}: {exc.strerror or exc}") from None
+    if args.json:
+        _emit_json([{k: v for k, v in r.items() if k != "robustness"} for r in table])
+        return 0
+    from convkit.inspect.compare import format_table
+
+    print(format_table(table))
+    return 0
+
+
 # ---- use: predict and export -------------------------------------------------------------------
 
 
@@ -550,6 +622,7 @@ INSPECT_SECTIONS = (
     "features",
     "patches",
     "attention",
+    "robustness",
 )
 MAX_PIXELS = 50_000_000  # convkit.data.images.MAX_PIXELS, likewise
 
@@ -760,6 +833,51 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     data_dir_flag(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "robustness",
+        help="the run's model on moved, turned, resized and corrupted copies of its test set",
+        description="Score the run's kept model on transformed copies of its test set, made "
+        "from a seed: every shift (dx, dy) up to --max-shift pixels (the grid, its mean, the "
+        "accuracy per distance and the shift consistency), rotations, scales and common "
+        "corruptions at 5 severities (MNIST-C's constants for grey images, CIFAR-10-C's for "
+        "colour), with mCE against --baseline. Saves RUN/robustness.json and pictures.",
+    )
+    p.add_argument("run", help="run folder")
+    p.add_argument("--max-shift", type=int, default=None, metavar="K",
+                   help="largest shift in pixels (default 4 for 28x28 and 32x32)")  # fmt: skip
+    p.add_argument("--only", metavar="TESTS",
+                   help="comma-separated: shift, rotate, scale, corrupt (default: all)")  # fmt: skip
+    p.add_argument("--corruptions", metavar="NAMES",
+                   help="comma-separated corruption names, or none (default: the table's)")  # fmt: skip
+    p.add_argument("--angles", type=_floats, metavar="A,B,...",
+                   help="rotation angles in degrees, as --angles=-30,0,30 (default -45 to 45 in steps of 5)")  # fmt: skip
+    p.add_argument("--scales", type=_floats, metavar="S,T,...",
+                   help="scale factors (default 0.6 to 1.4 in steps of 0.1)")  # fmt: skip
+    p.add_argument("--baseline", metavar="RUN",
+                   help="a run of the same dataset: report mCE and relative mCE against it")  # fmt: skip
+    p.add_argument("--images", metavar="FOLDER",
+                   help="also score a folder of class folders (e.g. other writers' digits)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the random transforms (default 0)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N test images (default: all)")  # fmt: skip
+    p.add_argument("--out", help="picture folder (default: RUN/robustness)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--no-download", action="store_true")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_robustness)
+
+    p = sub.add_parser(
+        "compare",
+        help="runs side by side: model, parameters, accuracy, time, robustness",
+        description="One table of runs (model, parameters, dataset, test accuracy, training "
+        "time and, where `convkit robustness` has been run, shift mean, consistency and mCE); "
+        "with --out, a picture of accuracy against shift distance, one line per run.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    p.add_argument("--out", help="folder for compare.png")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")

@@ -10,6 +10,8 @@ runs/<recipe>-<time>/
   result.json        test metrics, timings and provenance, written once at the end
   curves.png         loss and accuracy per epoch (drawn by front ends, not by training)
   model.onnx         the kept model exported by `convkit export` (when it was exported)
+  robustness.json    the kept model on moved, turned, resized and corrupted test images
+                     (`convkit robustness`), read back by compare, inspect and the web page
 
 Training writes through `Run`; evaluate, inspect, predict, export and the web page read through
 it. Nothing else knows these file names. Every file is written atomically (whole or not at all),
@@ -43,6 +45,7 @@ from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError, ConvkitError
 from convkit.fileio import write_json, write_text
 from convkit.models import create_model, model_info
+from convkit.models.permute import attach_pixel_permutation
 from convkit.models.tta import with_tta
 from convkit.train import checkpoint
 from convkit.train.config import RESUMABLE, TrainConfig
@@ -59,6 +62,7 @@ STATE = "last.safetensors"
 RESULT = "result.json"
 CURVES = "curves.png"
 ONNX = "model.onnx"
+ROBUSTNESS = "robustness.json"
 CPU = torch.device("cpu")
 
 
@@ -195,7 +199,7 @@ class Run:
 
     def discard_partial_writes(self) -> list[Path]:
         """Remove the temporary files a killed write left behind (never a run's own file)."""
-        names = (CONFIG, METRICS, WEIGHTS, STATE, RESULT, CURVES, ONNX)
+        names = (CONFIG, METRICS, WEIGHTS, STATE, RESULT, CURVES, ONNX, ROBUSTNESS)
         stale = [p for n in names for p in self.root.glob(f".{n}.*.tmp")]
         for p in stale:
             p.unlink(missing_ok=True)
@@ -291,6 +295,29 @@ class Run:
         with self._writing(self._path(RESULT)):
             write_json(self._path(RESULT), result)
 
+    def robustness(self) -> dict[str, Any] | None:
+        """The saved `convkit robustness` report of the kept weights, or None (none saved, or
+        saved for weights the run has since replaced)."""
+        path = self._path(ROBUSTNESS)
+        if not path.exists():
+            return None
+        report = _read_json(path, "the robustness report")
+        if not isinstance(report, dict) or "clean_accuracy" not in report:
+            raise ConfigError(f"{path}: damaged: not a robustness report; run `convkit "
+                              f"robustness {self.root}` again")  # fmt: skip
+        if report.get("weights") != self._weights_signature():
+            return None
+        return report
+
+    def write_robustness(self, report: dict[str, Any]) -> None:
+        with self._writing(self._path(ROBUSTNESS)):
+            write_json(self._path(ROBUSTNESS), {**report, "weights": self._weights_signature()})
+
+    def _weights_signature(self) -> str:
+        """Which kept weights a derived file belongs to: size and modification time."""
+        st = self._path(WEIGHTS).stat()
+        return f"{st.st_size}-{st.st_mtime_ns}"
+
     # ---- epochs --------------------------------------------------------------------------------
 
     def save_epoch(
@@ -356,6 +383,8 @@ class Run:
             classes, shape = tuple(spec.classes), spec.image_shape
         c, h, w = shape
         model = create_model(cfg.model, num_classes=len(classes), in_channels=c, input_size=(h, w))
+        if cfg.permute_pixels:  # the run trained on shuffled pixels: every use shuffles them too
+            attach_pixel_permutation(model, cfg.permute_pixels, (c, h, w))
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:

@@ -287,3 +287,97 @@ def patches_mosaic(patches: list[np.ndarray]) -> np.ndarray:
     """One filter's top patches (C, h, w) uint8 in a square grid, as patches_figure draws each
     filter: (H, W) or (H, W, 3) uint8."""
     return _mosaic(patches)
+
+
+# ---- robustness (convkit robustness, compare) ------------------------------------------------------
+
+
+def shift_heatmap_figure(
+    report: dict[str, Any], path: Path | BinaryIO, title: str
+) -> Path | BinaryIO:
+    """The shift grid: accuracy for each (dx, dy), the centre cell being the clean test set."""
+    s = report["shift"]
+    grid = np.asarray(s["grid"]) * 100
+    offsets = s["offsets"]
+    n = len(offsets)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100)
+    ax.set_xticks(range(n), [str(v) for v in offsets])
+    ax.set_yticks(range(n), [str(v) for v in offsets])
+    ax.set_xlabel("dx (pixels right)")
+    ax.set_ylabel("dy (pixels down)")
+    if n <= 13:  # the figures themselves, where they fit
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if grid[i, j] < 60 else "black")  # fmt: skip
+    fig.colorbar(im, ax=ax, label="test accuracy (%)", shrink=0.8)
+    ax.set_title(f"{title}\nmean {s['mean']:.1%}, consistency {s['consistency']:.1%}", fontsize=9)
+    return _save(fig, path)
+
+
+def robustness_curves_figure(
+    reports: list[tuple[str, dict[str, Any]]], path: Path | BinaryIO, title: str = ""
+) -> Path | BinaryIO:
+    """Accuracy against shift distance, rotation and scale, and corruption error against
+    severity: one line per (label, report); panels a report lacks are left out."""
+    panels = [
+        ("shift", "shift distance max(|dx|, |dy|) (pixels)", "accuracy (%)"),
+        ("rotate", "rotation (degrees)", "accuracy (%)"),
+        ("scale", "scale", "accuracy (%)"),
+        ("corruptions", "severity", "mean corruption error (%)"),
+    ]
+    panels = [p for p in panels if any(p[0] in r for _, r in reports)]
+    if not panels:
+        raise ValueError("no robustness results to draw")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (key, xlabel, ylabel) in zip(axes[0], panels, strict=True):
+        for label, r in reports:
+            if key not in r:
+                continue
+            if key == "shift":
+                xs = [d["distance"] for d in r["shift"]["by_distance"]]
+                ys = [100 * d["accuracy"] for d in r["shift"]["by_distance"]]
+            elif key == "corruptions":
+                items = r["corruptions"]["items"]
+                xs = [0, 1, 2, 3, 4, 5]
+                ys = [100 * r["corruptions"]["clean_error"]] + [
+                    100 * float(np.mean([i["errors"][s] for i in items])) for s in range(5)
+                ]
+            else:
+                unit = "angle" if key == "rotate" else "scale"
+                xs = [p[unit] for p in r[key]]
+                ys = [100 * p["accuracy"] for p in r[key]]
+            ax.plot(xs, ys, "o-", markersize=3, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def examples_figure(
+    rows: list[tuple[str, list[tuple[str, np.ndarray]]]], path: Path | BinaryIO, title: str = ""
+) -> Path | BinaryIO:
+    """A strip of images per row (label, [(caption, (C, H, W) uint8)]): what was tested."""
+    cols = max(len(items) for _, items in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.1 * cols + 1.6, 1.15 * len(rows)), squeeze=False
+    )
+    for r, (label, items) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            if c < len(items):
+                _image(ax, items[c][1], items[c][0], fontsize=7)
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    if title:
+        fig.subplots_adjust(top=1 - 0.45 / fig.get_figheight())  # room for the title
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convkit.data.arrays import Split
 from convkit.data.images import conversion_options, load_image
 from convkit.errors import ConfigError
 from convkit.fileio import write_json, write_text
@@ -73,6 +74,7 @@ class ReportContext:
     layer: str | None = None  # for patches; None: the last convolution
     target: str | None = None  # class for the attention maps; None: the predicted one
     limit: int | None = None  # test images used by confusion, mistakes and patches
+    compute_robustness: bool = False  # the robustness section was named: compute shifts if unsaved
     _predictions: TestPredictions | None = field(default=None, init=False, repr=False)
     _inputs: list[dict[str, Any]] | None = field(default=None, init=False, repr=False)
 
@@ -317,6 +319,40 @@ def section_attention(ctx: ReportContext) -> SectionResult | Note:
     )
 
 
+def section_robustness(ctx: ReportContext) -> SectionResult | Note:
+    from convkit.inspect import robustness as R
+
+    lr = ctx.lr
+    report = lr.run.robustness()
+    if report is None and not ctx.compute_robustness:
+        return Note(
+            f"no robustness results saved for these weights: run `convkit robustness "
+            f"{lr.run.root}` (shifts, rotations, scales, corruptions), or name this section "
+            f"(`convkit inspect {lr.run.root} robustness`) to compute the shifts now"
+        )
+    if report is None:
+        images, labels = ctx.test_images()
+        test = Split(images, torch.from_numpy(labels))
+        report = R.robustness(lr.kept, test, run=str(lr.run.root), tests=("shift",))
+    images = []
+    if "shift" in report:
+        draw.shift_heatmap_figure(report, ctx.out / "robustness_shift.png", _title(lr))
+        images.append("robustness_shift.png")
+    if any(k in report for k in ("shift", "rotate", "scale", "corruptions")):
+        draw.robustness_curves_figure([(_title(lr), report)], ctx.out / "robustness_curves.png")
+        images.append("robustness_curves.png")
+    lines = "; ".join(f"{what.strip()}: {figure}" for what, figure in R.summary_rows(report)[:8])
+    return SectionResult(
+        images=images,
+        caption="The kept model on moved, turned, resized and corrupted copies of its test set "
+        f"({report['test_images']:,} images, seed {report['seed']}). The heat map gives the "
+        "accuracy for every shift (dx, dy); its centre is the plain test set. A model that "
+        "flattens the image early (an MLP, or a CNN with a dense head) falls off quickly away "
+        f"from the centre. {lines}.",
+        data=report,
+    )
+
+
 @dataclass(frozen=True)
 class Section:
     """One part of the report: its name on the command line, its heading, and its builder."""
@@ -335,6 +371,7 @@ SECTION_TABLE: tuple[Section, ...] = (
     Section("features", "Feature maps", section_features),
     Section("patches", "What each filter responds to", section_patches),
     Section("attention", "Where the model looks", section_attention),
+    Section("robustness", "Moved, turned and corrupted: what flattening loses", section_robustness),
 )
 SECTIONS = tuple(s.name for s in SECTION_TABLE)
 _BY_NAME = {s.name: s for s in SECTION_TABLE}
@@ -365,6 +402,7 @@ def write_report(
         layer=layer,
         target=target,
         limit=limit,
+        compute_robustness="robustness" in sections and tuple(sections) != SECTIONS,
     )
     chosen = _check_request(ctx, sections)
     ctx.out.mkdir(parents=True, exist_ok=True)

@@ -156,6 +156,36 @@ class MaxPool(nn.MaxPool2d):
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
 
+class BlurPool(nn.Module):
+    """Anti-aliased max pooling (Zhang 2019, "Making convolutional networks shift-invariant
+    again"): the max over each 2x2 window at stride 1, then a fixed [1, 2, 1] x [1, 2, 1] blur
+    sampled at stride 2. Max pooling at stride 2 aliases: a one-pixel shift of the input can
+    change which values survive; blurring before subsampling keeps the output close to a
+    shifted copy. Same output size as MaxPool(2) ('valid': floor(n / 2))."""
+
+    def __init__(self, channels: int, pool_size: int = 2) -> None:
+        super().__init__()
+        _check_int("channels", channels, 1)
+        if pool_size != 2:
+            raise ValueError(f"expected pool_size=2, received pool_size={pool_size!r}")
+        self.channels = channels
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = torch.outer(taps, taps) / 16.0  # (3, 3), sums to 1
+        # A fixed filter, saved with the model so an export carries it; never trained.
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(x, 2, stride=1)  # (N, C, H - 1, W - 1): the max, densely
+        h, w = x.shape[-2:]
+        # Reflect one pixel in so the blur sees no invented zeros; then crop to floor(n / 2).
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        y = F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+        return y[..., : (h + 1) // 2, : (w + 1) // 2]
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, pool_size=2, blur=[1, 2, 1]"
+
+
 class GlobalAvgPool(nn.Module):
     """(N, C, H, W) -> (N, C): the mean of each channel over all positions."""
 
@@ -219,6 +249,7 @@ _KERAS_NAMES = {
     Conv2D: "conv2d",
     MaxPool: "max_pooling2d",
     GlobalAvgPool: "global_average_pooling2d",
+    BlurPool: "blur_pooling2d",
     Dense: "dense",
     Dropout: "dropout",
     Flatten: "flatten",

@@ -85,6 +85,13 @@ class TrainConfig:
         "take any size (end in a global pool)",
     )
     low_res_epochs: int = _setting(0, "epochs trained on --low-res crops")
+    permute_pixels: int = _setting(
+        0,
+        "shuffle every image's pixels by one fixed permutation drawn from this seed (0: off), "
+        "the same for training, validation, test and every later use of the run: the lecture's "
+        "experiment on what flattening loses (an MLP learns permuted images as well as the "
+        "originals; a CNN does not)",
+    )
     tta: str = _setting(
         "none",
         "test-time augmentation: flip averages the logits of each image and its mirror; "
@@ -145,7 +152,15 @@ class TrainConfig:
                 raise ConfigError(f"expected {name} >= 1, received {name}={getattr(self, name)}")
         if self.image_size and not self.data:
             raise ConfigError("image_size resizes the images of --data PATH: give --data with it")
-        nonnegative = ("patience", "limit", "threads", "weight_decay", "momentum", "image_size")
+        nonnegative = (
+            "patience",
+            "limit",
+            "threads",
+            "weight_decay",
+            "momentum",
+            "image_size",
+            "permute_pixels",
+        )
         for name in (
             *nonnegative,
             "muon_momentum",

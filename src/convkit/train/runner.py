@@ -20,6 +20,7 @@ from convkit.data.arrays import channel_stats, shard_of, to_float
 from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart
 from convkit.errors import ConfigError
 from convkit.models import create_model
+from convkit.models.permute import attach_pixel_permutation, permute_pixels
 from convkit.models.tta import with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
@@ -188,6 +189,8 @@ def _model_and_engine(
     model = create_model(
         cfg.model, num_classes=len(dataset.classes), in_channels=c, input_size=(h, w)
     )
+    if cfg.permute_pixels:
+        attach_pixel_permutation(model, cfg.permute_pixels, (c, h, w))
     notes = []
     if cfg.init and fresh:  # a resumed run restores its own weights
         state = warmstart.read_initial_weights(cfg.init)
@@ -224,7 +227,10 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         # A first layer fixed from the data (fine-tuning keeps the one it starts from; a
         # resumed run loads its own over this), from up to 5,000 training images as training
         # will see them.
-        model.fit_whitening(to_float(train_split.images[:5000], **norm))
+        sample = train_split.images[:5000]
+        if cfg.permute_pixels:  # as the model will see them
+            sample = permute_pixels(sample, model.pixel_permutation)
+        model.fit_whitening(to_float(sample, **norm))
     model, step_model = engine.prepare(model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
     optimizer = build_optimizer(cfg, trainable, engine.device)

@@ -23,6 +23,8 @@ from PIL import Image
 pytest.importorskip("starlette", reason="needs the serve extra: pip install -e '.[serve]'")
 from starlette.testclient import TestClient  # noqa: E402
 
+from convkit.data import geometry  # noqa: E402
+from convkit.data.images import conversion_options, load_image  # noqa: E402
 from convkit.errors import ConfigError  # noqa: E402
 from convkit.inspect import analyses as A  # noqa: E402
 from convkit.runs import Run  # noqa: E402
@@ -223,8 +225,9 @@ def test_a_test_image_by_index(client, runs, data):
     assert len(answer["top"]) == 4 and len(answer["features"]) == 4
 
 
-def test_an_rgb_run(tmp_path, static):
-    """A CIFAR-shaped run: a photo is resized to 32x32 RGB, the pictures come in colour."""
+@pytest.fixture(scope="module")
+def rgb(tmp_path_factory):
+    """A CIFAR-shaped run on random 3x32x32 images: (its folder, its dataset)."""
     import dataclasses
 
     from convkit.data.arrays import Dataset, Split
@@ -236,12 +239,19 @@ def test_an_rgb_run(tmp_path, static):
         torch.randint(0, 10, (n,), generator=g),
     )
     spec = dataclasses.replace(CIFAR10, name="tinyrgb", train_size=64, test_size=16)
-    rgb = Dataset(spec, split(64), split(16), {})
+    data = Dataset(spec, split(64), split(16), {})
+    folder = tmp_path_factory.mktemp("rgb") / "rgb"
     cfg = dict(TINY, dataset="tinyrgb", model="cifar10-cnn", epochs=1)
-    train(TrainConfig.from_dict(cfg), data=rgb, out=tmp_path / "rgb")
+    train(TrainConfig.from_dict(cfg), data=data, out=folder)
+    return folder, data
+
+
+def test_an_rgb_run(rgb, static):
+    """A CIFAR-shaped run: a photo is resized to 32x32 RGB, the pictures come in colour."""
+    folder, rgb = rgb
     photo = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     with TestClient(
-        create_app([tmp_path], datasets={"tinyrgb": rgb}, static=static), base_url=BASE
+        create_app([folder.parent], datasets={"tinyrgb": rgb}, static=static), base_url=BASE
     ) as c:
         [run] = c.get("/api/runs").json()["runs"]
         assert run["image_shape"] == [3, 32, 32] and not run["drawable"]
@@ -256,6 +266,235 @@ def test_an_rgb_run(tmp_path, static):
         assert np.array_equal(
             np.asarray(decode(test["png"])), rgb.test.images[2].permute(1, 2, 0).numpy()
         )
+
+
+# ---- moved and turned, several runs at once (the page's compare mode) ----------------------------
+
+
+def moved(image: np.ndarray, dx: int = 0, dy: int = 0, angle: float = 0) -> np.ndarray:
+    """An image (C, H, W) uint8 turned, then moved, by convkit.data.geometry."""
+    x = torch.from_numpy(np.ascontiguousarray(image))[None]
+    return geometry.translate(geometry.rotate(x, angle) if angle else x, dx, dy)[0].numpy()
+
+
+def top_of(folder: Path, image: np.ndarray) -> list[dict]:
+    """The five most likely classes of a converted image (C, H, W), computed here."""
+    kept = Run(folder).kept_model()
+    x = kept.preprocess(torch.from_numpy(np.ascontiguousarray(image))[None])
+    proba = A.predict_proba(kept.model.eval(), x)[0]
+    order = np.argsort(-proba, kind="stable")[:5]
+    return [
+        {"class": kept.classes[i], "probability": pytest.approx(float(proba[i]), abs=1e-6)}
+        for i in order
+    ]
+
+
+def test_a_moved_and_turned_image_is_what_the_model_sees(client, runs, data, tmp_path):
+    rid = run_id(client, runs["cnn"])
+    (tmp_path / "bar.png").write_bytes(bar_image(1))
+    shape = (1, 28, 28)
+    base = load_image(tmp_path / "bar.png", shape, **conversion_options("tiny", shape))
+    for dx, dy, angle, says in (
+        (0, 6, 0, "moved 6 px down"),
+        (-3, 2, 0, "moved 3 px left and 2 px down"),
+        (0, 0, 30, "turned 30° counterclockwise"),
+        (2, -1, -12.5, "turned 12.5° clockwise, then moved 2 px right and 1 px up"),
+    ):
+        query = f"?dx={dx}&dy={dy}&angle={angle}"
+        answer = upload(client, rid, bar_image(1), "bar.png", query).json()
+        image = moved(base["converted"], dx, dy, angle)
+        assert np.array_equal(np.asarray(decode(answer["input_png"])), image[0]), query
+        assert answer["conversion"] == f"{base['conversion']}; then {says}"
+        assert answer["move"] == {"dx": dx, "dy": dy, "angle": angle}
+        assert answer["top"] == top_of(runs["cnn"], image), query
+    # bar 1 moved down one band of 6 rows is exactly bar 2, and answered so
+    down = upload(client, rid, bar_image(1), query="?dy=6").json()
+    assert down["top"] == upload(client, rid, bar_image(2)).json()["top"]
+    assert down["top"][0]["class"] == "bar2"
+    still = upload(client, rid, bar_image(1), query="?dx=0&dy=&angle=0").json()
+    assert still == upload(client, rid, bar_image(1)).json() and "move" not in still
+    explained = upload(client, rid, bar_image(1), query="?dx=4&explain=1").json()
+    assert decode(explained["gradcam_png"]).size == (28, 28) and len(explained["features"]) == 4
+    test = client.post(f"/api/runs/{rid}/predict?dx=-2&dy=3", json={"test_index": 5}).json()
+    expected = moved(data.test.images[5].numpy(), -2, 3)
+    assert np.array_equal(np.asarray(decode(test["input_png"])), expected[0])
+    assert test["conversion"].endswith("as stored; then moved 2 px left and 3 px down")
+
+
+def test_compare_answers_every_run_as_its_own_predict_does(client, runs):
+    ids = [run_id(client, runs[name]) for name in ("mlp", "cnn", "cnn2")]
+    files = {"image": ("bar.png", bar_image(1), "image/png")}
+    move = "dx=3&dy=-2&angle=10"
+    answer = client.post(f"/api/compare?runs={','.join(ids)}&{move}", files=files).json()
+    assert answer["move"] == {"dx": 3, "dy": -2, "angle": 10}
+    assert [a["run"] for a in answer["answers"]] == ids
+    for rid, got in zip(ids, answer["answers"], strict=True):
+        alone = upload(client, rid, bar_image(1), "bar.png", f"?{move}").json()
+        assert {k: v for k, v in got.items() if k != "run"} == {
+            k: v for k, v in alone.items() if k != "move"
+        }
+    first = answer["answers"][0]
+    assert answer["input_png"] == first["input_png"] and answer["conversion"] == first["conversion"]
+    assert first["conversion"].endswith("; then turned 10° counterclockwise, then moved 3 px right "
+                                        "and 2 px up")  # fmt: skip
+    # a test image, by its index in the runs' common test set
+    pair = ",".join(ids[:2])
+    test = client.post(f"/api/compare?runs={pair}&dx=-1", json={"test_index": 4}).json()
+    for rid, got in zip(ids[:2], test["answers"], strict=True):
+        alone = client.post(f"/api/runs/{rid}/predict?dx=-1", json={"test_index": 4}).json()
+        assert got == {"run": rid, **{k: v for k, v in alone.items() if k != "move"}}
+    single = client.post(f"/api/compare?runs={ids[1]}", files=files).json()  # one run is fine
+    assert [a["run"] for a in single["answers"]] == [ids[1]] and single["move"]["dx"] == 0
+
+
+def test_moves_and_comparisons_refuse_bad_parameters(client, runs):
+    rid = run_id(client, runs["cnn"])
+    ids = ",".join(run_id(client, runs[name]) for name in ("mlp", "cnn"))
+
+    def compare(query: str, **body):
+        body = body or {"files": {"image": ("bar.png", bar_image(1), "image/png")}}
+        return client.post(f"/api/compare?{query}", **body)
+
+    for query, says in (
+        ("dx=1.5", "expected dx to be a whole number, received '1.5'"),
+        ("dy=two", "expected dy to be a whole number, received 'two'"),
+        ("dx=28", "expected -27 <= dx <= 27 for 28-pixel-wide images (a shift of 28 pixels "
+                  "leaves nothing in the frame), received dx=28"),
+        ("dy=-28", "expected -27 <= dy <= 27 for 28-pixel-high images"),
+        ("angle=abc", "expected angle to be a number, received 'abc'"),
+        ("angle=nan", "expected angle to be a number, received 'nan'"),
+        ("angle=-inf", "expected angle to be a number, received '-inf'"),
+        ("angle=181", "expected -180 <= angle <= 180 (degrees), received angle=181"),
+    ):  # fmt: skip
+        assert says in error_of(upload(client, rid, bar_image(1), query=f"?{query}"), 400)
+        assert says in error_of(compare(f"runs={ids}&{query}"), 400)
+        test = client.post(f"/api/runs/{rid}/predict?{query}", json={"test_index": 1})
+        assert says in error_of(test, 400)
+    edges = "dx=27&dy=-27&angle=-180"  # the farthest moves that leave a pixel in the frame
+    assert upload(client, rid, bar_image(1), query=f"?{edges}").status_code == 200
+    assert compare(f"runs={ids}&{edges}").status_code == 200
+    many = ",".join(f"r{i}" for i in range(1, 10))
+    for query, says in (
+        ("", "expected runs=ID,ID,... (ids from GET /api/runs, separated by commas), "
+             "received runs=''"),
+        ("runs=", "received runs=''"),
+        ("runs=r1,,r2", "received runs='r1,,r2'"),
+        ("runs=r1,r1", "runs=r1,r1 names 'r1' more than once"),
+        ("runs=r1,r99", "runs=r1,r99: no run with id 'r99'; GET /api/runs lists the runs"),
+        (f"runs={many}", f"expected at most 8 runs to compare, received 9: runs={many}"),
+    ):  # fmt: skip
+        assert error_of(compare(query), 400).endswith(says), query
+    assert "GET is not allowed" in error_of(client.get(f"/api/compare?runs={ids}"), 405)
+    assert "multipart/form-data" in error_of(compare(f"runs={ids}", content=b"hi"), 400)
+    far = compare(f"runs={ids}", json={"test_index": 60})
+    assert "outside the test set" in error_of(far, 400)
+    assert "decompression bomb" in error_of(
+        compare(f"runs={ids}", files={"image": ("bomb.png", bomb_png(), "image/png")}), 413
+    )
+    assert compare(f"runs={ids}&dx=1").status_code == 200
+
+
+def test_runs_of_different_inputs_are_not_compared(runs, data, rgb, static, tmp_path):
+    """One image cannot be the input of a 1x28x28 run and of a 3x32x32 one; runs of one shape
+    but different data share an upload, not a test image."""
+    import dataclasses
+
+    from convkit.data.arrays import Dataset
+
+    other = tiny_dataset(seed=5)
+    other = Dataset(dataclasses.replace(other.spec, name="tiny2"), other.train, other.test, {})
+    cfg = TrainConfig.from_dict({**TINY, "dataset": "tiny2", "model": "mnist-mlp", "epochs": 1})
+    train(cfg, data=other, out=tmp_path / "other")
+    folder, rgb_data = rgb
+    datasets = {"tiny": data, "tiny2": other, "tinyrgb": rgb_data}
+    app = create_app([runs["cnn"].parent, folder, tmp_path], datasets=datasets, static=static)
+    with TestClient(app, base_url=BASE) as c:
+        ids = {r["name"]: r["id"] for r in c.get("/api/runs").json()["runs"]}
+        cnn, colour, tiny2 = ids["cnn"], ids["rgb"], ids["other"]
+        files = {"image": ("bar.png", bar_image(2), "image/png")}
+        refused = error_of(c.post(f"/api/compare?runs={cnn},{colour}", files=files), 400)
+        assert refused == (
+            f"runs={cnn},{colour}: the runs take different inputs ({cnn} takes 1x28x28, "
+            f"{colour} takes 3x32x32); compare runs of one image shape"
+        )
+        both = c.post(f"/api/compare?runs={cnn},{tiny2}&dy=1", files=files).json()
+        assert [a["run"] for a in both["answers"]] == [cnn, tiny2]
+        assert both["answers"][0]["input_png"] == both["answers"][1]["input_png"]
+        index = c.post(f"/api/compare?runs={cnn},{tiny2}", json={"test_index": 0})
+        assert "test_index needs runs of one test set" in error_of(index, 400)
+        wide = c.post(f"/api/compare?runs={colour}&dx=31&dy=-31", files=files).json()
+        assert decode(wide["input_png"]).size == (32, 32)
+        assert "for 32-pixel-wide images" in error_of(
+            c.post(f"/api/compare?runs={colour}&dx=32", files=files), 400
+        )
+
+
+# ---- robustness results (convkit robustness RUN) ------------------------------------------------
+
+
+def made_report(drop: float) -> dict:
+    """A robustness report with the keys `convkit robustness` writes, made by hand: accuracy
+    falls by `drop` per pixel of shift and per 100 degrees of turn."""
+    offsets = [-2, -1, 0, 1, 2]
+    acc = lambda d: max(0.0, 0.95 - drop * d)  # noqa: E731
+    grid = [[acc(max(abs(dx), abs(dy))) for dx in offsets] for dy in offsets]
+    return {
+        "clean_accuracy": 0.95,
+        "test_images": 60,
+        "shift": {
+            "max_shift": 2, "offsets": offsets, "grid": grid, "mean": float(np.mean(grid)),
+            "by_distance": [{"distance": d, "accuracy": acc(d), "cells": max(1, 8 * d)}
+                            for d in range(3)],
+            "consistency": 0.9,
+        },
+        "rotate": [{"angle": a, "accuracy": acc(abs(a) / 100)} for a in range(-45, 50, 15)],
+        "scale": [{"scale": v, "accuracy": acc(abs(v - 1) * 5)} for v in (0.8, 0.9, 1.0, 1.1)],
+        "created_at": "2026-11-25T10:00:00+00:00",
+    }  # fmt: skip
+
+
+def is_png(response) -> bool:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return Image.open(io.BytesIO(response.content)).width > 100
+
+
+def test_robustness_results_and_their_pictures(runs, data, static, tmp_path):
+    for name in ("cnn", "mlp"):  # copies: the module's runs keep their folders' times
+        shutil.copytree(runs[name], tmp_path / name)
+    report = made_report(0.2)
+    Run(tmp_path / "cnn").write_robustness(report)
+    app = create_app([tmp_path], datasets={"tiny": data}, static=static)
+    with TestClient(app, base_url=BASE) as c:
+        ids = {r["name"]: r["id"] for r in c.get("/api/runs").json()["runs"]}
+        cnn, mlp = ids["cnn"], ids["mlp"]
+        got = c.get(f"/api/runs/{cnn}/robustness").json()
+        assert got["report"] == Run(tmp_path / "cnn").robustness()
+        assert {k: got["report"][k] for k in report} == report
+        assert got["command"] == f"convkit robustness {(tmp_path / 'cnn').resolve()}"
+        assert c.get(f"/api/runs/{mlp}/robustness").json()["report"] is None
+        shift = c.get(f"/api/runs/{cnn}/shift.png")
+        assert is_png(shift) and c.get(f"/api/runs/{cnn}/shift.png").content == shift.content
+        assert is_png(c.get(f"/api/runs/{cnn}/robustness.png"))
+        assert is_png(c.get(f"/api/compare/robustness.png?runs={cnn},{mlp}"))  # mlp: left out
+        none = "has no robustness results for its kept weights; `convkit robustness"
+        assert none in error_of(c.get(f"/api/runs/{mlp}/shift.png"), 404)
+        assert none in error_of(c.get(f"/api/runs/{mlp}/robustness.png"), 404)
+        assert none in error_of(c.get(f"/api/compare/robustness.png?runs={mlp}"), 404)
+        assert "no run with id 'r99'" in error_of(
+            c.get("/api/compare/robustness.png?runs=r99"), 400
+        )
+        # a report of some tests only: the curves it has, no grid
+        Run(tmp_path / "mlp").write_robustness({k: v for k, v in report.items() if k != "shift"})
+        assert "have no shift test" in error_of(c.get(f"/api/runs/{mlp}/shift.png"), 404)
+        assert is_png(c.get(f"/api/runs/{mlp}/robustness.png"))
+        # new weights: the report belongs to the old ones
+        shutil.copy(runs["cnn2"] / "model.safetensors", tmp_path / "cnn" / "model.safetensors")
+        assert c.get(f"/api/runs/{cnn}/robustness").json()["report"] is None
+        assert error_of(c.get(f"/api/runs/{cnn}/shift.png"), 404)
+        (tmp_path / "mlp" / "robustness.json").write_text("{")
+        assert "robustness" in error_of(c.get(f"/api/runs/{mlp}/robustness"), 500)
+        assert error_of(c.get("/api/runs/r99/robustness"), 404)
 
 
 # ---- bad requests, and the server still right after them ----------------------------------------

@@ -4,7 +4,8 @@ the server running in-process (uvicorn on a free port), on runs trained here on 
 A mouse draws a 7 on the MNIST run's canvas (and a finger on a phone-sized page), a real
 CIFAR-10 test image is uploaded and dropped, the runs are switched and their summary, conv
 arithmetic, curves, confusion matrix and patches opened, a text file named .png shows its error
-on the page, a run that trains during the test is watched epoch by epoch, and no request leaves
+on the page, a run that trains during the test is watched epoch by epoch, an MLP and a CNN
+answer one drawing side by side while it is moved and turned, and no request leaves
 127.0.0.1. Each state is saved as a screenshot (CONVKIT_SCREENSHOTS, else a temporary folder;
 the paths are printed). Outside CI the tests skip where Chromium, Playwright or the data are
 missing; under CI (CI=true) they fail instead: `make test` installs Chromium first.
@@ -72,13 +73,16 @@ def _real_data_env(_isolated, data_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def runs(browser, data_path, tmp_path_factory) -> dict[str, Path]:
-    """An MNIST and a CIFAR-10 run, trained here on subsets of the real data."""
+    """A CIFAR-10 run and two MNIST runs (an MLP and a CNN), trained here on subsets of the real
+    data; the MNIST runs get robustness reports made by hand (made_report)."""
+    from convkit.runs import Run
     from convkit.train import get_recipe, train
 
     root = tmp_path_factory.mktemp("runs")
     folders = {}
     for name, recipe, changes in (
         ("cifar", "cifar10-cnn", CIFAR_RUN),
+        ("mlp", "mnist-mlp", MNIST_RUN),
         ("mnist", "mnist-cnn", MNIST_RUN),  # trained last: the newest run, listed first
     ):
         t = time.perf_counter()
@@ -88,7 +92,34 @@ def runs(browser, data_path, tmp_path_factory) -> dict[str, Path]:
         )
         print(f"{recipe}: {result['test_accuracy']:.2%} in {time.perf_counter() - t:.1f} s")
         folders[name] = root / name
+        if name in REPORT_DROPS:
+            Run(root / name).write_robustness(made_report(REPORT_DROPS[name]))
     return folders
+
+
+# Accuracy lost per pixel of shift in the made reports: the MLP's falls, the CNN's holds.
+REPORT_DROPS = {"mlp": 0.15, "mnist": 0.03}
+
+
+def made_report(drop: float, k: int = 4) -> dict:
+    """A robustness report with the keys `convkit robustness` writes, made by hand (this test
+    checks the page, not the measurement): accuracy falls by `drop` per pixel of shift."""
+    offsets = list(range(-k, k + 1))
+    acc = lambda d: round(max(0.05, 0.98 - drop * d), 4)  # noqa: E731
+    grid = [[acc(max(abs(dx), abs(dy))) for dx in offsets] for dy in offsets]
+    return {
+        "clean_accuracy": 0.98,
+        "test_images": 10_000,
+        "shift": {
+            "max_shift": k, "offsets": offsets, "grid": grid, "mean": float(np.mean(grid)),
+            "by_distance": [{"distance": d, "accuracy": acc(d), "cells": max(1, 8 * d)}
+                            for d in range(k + 1)],
+            "consistency": acc(1),
+        },
+        "rotate": [{"angle": a, "accuracy": acc(abs(a) / 10)} for a in range(-45, 50, 5)],
+        "scale": [{"scale": v / 10, "accuracy": acc(abs(v - 10) * 2)} for v in range(6, 15)],
+        "created_at": "2026-11-25T10:00:00+00:00",
+    }  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -178,9 +209,9 @@ def _top(page) -> tuple[str, float]:
 SEVEN = [[(70, 55), (140, 52), (205, 55)], [(205, 55), (165, 140), (130, 235)]]
 
 
-def _draw_seven(page) -> None:
+def _draw_seven(page, canvas: str = "#canvas") -> None:
     """The 7 drawn with the mouse."""
-    box = page.locator("#canvas").bounding_box()
+    box = page.locator(canvas).bounding_box()
     sx, sy = box["width"] / 280, box["height"] / 280
     for points in SEVEN:
         page.mouse.move(box["x"] + points[0][0] * sx, box["y"] + points[0][1] * sy)
@@ -458,3 +489,109 @@ def test_watch_it_learn(page, url, runs, data_path, shots):
         for _ in range(3):
             gate.go.release()
         job.join(timeout=120)
+
+
+# ---- compare: one drawing, several runs, moved and turned ---------------------------------------
+
+
+def _answers(page) -> dict[str, list[list[str]]]:
+    """Each compared run's answer as the page shows it: {run id: [[class, "12.3%"], ...]}."""
+    return page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('.cmp-panel')].map((p) => [
+             p.dataset.run,
+             [...p.querySelectorAll('.top5 li')].map((li) =>
+               [li.querySelector('.cls').textContent, li.querySelector('.pct').textContent]),
+           ]))"""
+    )
+
+
+def _settled(page, move: str) -> None:
+    """Wait until nothing is pending and the answers on show are those for `move` "dx,dy,angle"."""
+    page.wait_for_function(
+        "m => !cmp.busy && !cmp.timer && !cmp.dirty && $('cmp-panels').dataset.move === m",
+        arg=move,
+    )
+
+
+def _as_the_api_says(page, url, png: bytes, shown: dict, dx: int, dy: int, angle: int) -> None:
+    """Each run's answer on the page is what POST /api/runs/{id}/predict answers for the same
+    drawing moved (dx, dy) and turned `angle`."""
+    for run_id, rows in shown.items():
+        response = page.request.post(
+            f"{url}api/runs/{run_id}/predict?dx={dx}&dy={dy}&angle={angle}",
+            multipart={"image": {"name": "drawing.png", "mimeType": "image/png", "buffer": png}},
+        )
+        assert response.ok, response.text()
+        top = response.json()["top"]
+        assert [c for c, _ in rows] == [t["class"] for t in top], (run_id, dx, dy, angle)
+        for (_, percent), t in zip(rows, top, strict=True):
+            assert abs(float(percent.rstrip("%")) - 100 * t["probability"]) <= 0.051, (run_id, t)
+
+
+def test_compare_two_runs_on_one_drawing(page, url, runs, shots):
+    """The acceptance test of the compare mode: two runs ticked, one drawing, both answer;
+    moved by the buttons and turned by the slider, each answer follows as the API says."""
+    page.goto(url)
+    mlp, cnn, cifar = (_run_id(page, runs[n]) for n in ("mlp", "mnist", "cifar"))
+    page.check(f'.cmp-tick[data-compare="{mlp}"]')
+    assert page.is_disabled(f'.cmp-tick[data-compare="{cifar}"]'), "3x32x32 beside 1x28x28"
+    page.check(f'.cmp-tick[data-compare="{cnn}"]')
+    page.wait_for_selector(f'#compare[data-runs="{mlp},{cnn}"]', state="visible")
+    assert page.is_hidden("#run") and page.locator(".cmp-panel").count() == 2
+    _draw_seven(page, "#cmp-canvas")
+    _settled(page, "0,0,0")
+    data_url = page.evaluate("() => $('cmp-canvas').toDataURL('image/png')")
+    png = base64.b64decode(data_url.split(",", 1)[1])
+    still = _answers(page)
+    assert set(still) == {mlp, cnn} and all(len(rows) == 5 for rows in still.values())
+    assert still[cnn][0][0] == "7", f"the CNN read the drawn 7 as {still[cnn][0]}"
+    _as_the_api_says(page, url, png, still, 0, 0, 0)
+    for _ in range(4):
+        page.click("#cmp-right")
+    page.click("#cmp-down")
+    _settled(page, "4,1,0")
+    moved = _answers(page)
+    print(f"still: {still}\nmoved 4 right, 1 down: {moved}")
+    assert moved != still, "moving the drawing changed no answer"
+    _as_the_api_says(page, url, png, moved, 4, 1, 0)
+    assert page.inner_text("#cmp-dx-out") == "4 px right"
+    size = page.evaluate(
+        "() => [$('cmp-input-img').naturalWidth, $('cmp-input-img').naturalHeight]"
+    )
+    assert size == [28, 28]
+    assert page.inner_text("#cmp-conversion").endswith("then moved 4 px right and 1 px down")
+    # the made reports' accuracy at this shift, beside each live answer
+    for run_id, name in ((mlp, "mlp"), (cnn, "mnist")):
+        grid = made_report(REPORT_DROPS[name])["shift"]["grid"]
+        line = page.inner_text(f'.cmp-panel[data-run="{run_id}"] .cmp-measured')
+        assert line == f"Every test image moved so: {100 * grid[4 + 1][4 + 4]:.2f}% right."
+        page.wait_for_function(f"() => $('cmp-shift-{run_id}').naturalWidth > 0")
+    page.wait_for_function("() => $('cmp-curves-img').naturalWidth > 0")
+    _shot(page, shots, "compare-moved")
+    page.focus("#cmp-angle")
+    for _ in range(20):  # the slider, by the keyboard: 20 degrees clockwise
+        page.keyboard.press("ArrowLeft")
+    _settled(page, "4,1,-20")
+    turned = _answers(page)
+    assert page.inner_text("#cmp-angle-out") == "20° clockwise"
+    _as_the_api_says(page, url, png, turned, 4, 1, -20)
+    page.click("#cmp-reset")
+    _settled(page, "0,0,0")
+    assert _answers(page) == still
+    page.click("#cmp-close")  # back to one run
+    page.wait_for_selector("#run", state="visible")
+    assert page.is_hidden("#compare")
+    _choose(page, cnn)  # the CNN's own robustness results, in a tab
+    page.click("#tab-robustness")
+    page.wait_for_function("() => $('shift-img').naturalWidth > 0 && $('robust-img').naturalWidth")
+    assert "moved up to 4 px" in page.inner_text("#robust-note")
+    _shot(page, shots, "robustness-tab")
+    page.click("#compare-open")
+    page.wait_for_selector("#compare", state="visible")
+    _settled(page, "0,0,0")
+    assert _answers(page) == still  # the drawing and its answers were kept
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, no overflow
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the compare view is {width} px wide on a 390 px phone"
+    page.evaluate("() => $('compare').scrollIntoView()")
+    _shot(page, shots, "compare-phone", full_page=False, top=False)

@@ -48,6 +48,8 @@ STATIC = Path(__file__).parent / "static"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 COMPUTE_THREADS = 2  # torch work and drawing at once
 DECODE_THREADS = 2  # uploads decoded at once (a 50-megapixel photo takes 0.5 GB to convert)
+MAX_COMPARED = 8  # runs answering one image at once (each a forward pass per change)
+MAX_ANGLE = 180  # degrees either way: every turn once
 
 
 @dataclass
@@ -105,6 +107,78 @@ def _int_param(request: Request, name: str) -> int | None:
         return int(text)
     except ValueError:
         raise ApiError(400, f"expected {name} to be a whole number, received {text!r}") from None
+
+
+def _number_param(request: Request, name: str) -> float:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ApiError(400, f"expected {name} to be a number, received {text!r}")
+    return value
+
+
+def _move(request: Request) -> views.Move:
+    """dx, dy (whole pixels) and angle (degrees) from the query; their range against the
+    image's size is checked once the run's image shape is known (views.Move.check)."""
+    dx, dy = _int_param(request, "dx") or 0, _int_param(request, "dy") or 0
+    angle = _number_param(request, "angle")
+    if not -MAX_ANGLE <= angle <= MAX_ANGLE:
+        raise ApiError(
+            400,
+            f"expected {-MAX_ANGLE} <= angle <= {MAX_ANGLE} (degrees), received angle={angle:g}",
+        )
+    return views.Move(dx, dy, angle + 0.0)  # -0.0 is 0
+
+
+def _compared(request: Request) -> list[RunEntry]:
+    """The runs named by ?runs=ID,ID,... (ids from GET /api/runs), each once."""
+    s = _state(request)
+    text = request.query_params.get("runs", "")
+    ids = [part.strip() for part in text.split(",")]
+    usage = "ids from GET /api/runs, separated by commas"
+    if not text.strip() or not all(ids):
+        raise ApiError(400, f"expected runs=ID,ID,... ({usage}), received runs={text!r}")
+    if len(ids) > MAX_COMPARED:
+        raise ApiError(400, f"expected at most {MAX_COMPARED} runs to compare, received "
+                            f"{len(ids)}: runs={text}")  # fmt: skip
+    twice = [i for i in dict.fromkeys(ids) if ids.count(i) > 1]
+    if twice:
+        raise ApiError(400, f"runs={text} names {twice[0]!r} more than once")
+    entries = []
+    for run_id in ids:
+        entry = s.catalog.get(run_id)
+        if entry is None:
+            raise ApiError(400, f"runs={text}: no run with id {run_id!r}; GET /api/runs lists "
+                                "the runs")  # fmt: skip
+        entries.append(entry)
+    return entries
+
+
+def _shapes(s: ServeState, entries: list[RunEntry]) -> dict[str, Any]:
+    """Each run's image shape as its folder says (null before it is known)."""
+    shapes = {}
+    for entry in entries:
+        summary = s.catalog.summary(entry)
+        if "error" in summary:
+            raise ApiError(500, summary["error"])
+        shapes[entry.id] = summary["image_shape"]
+    return shapes
+
+
+def _one_shape(text: str, shapes: dict[str, Any]) -> tuple[int, ...] | None:
+    """The image shape the runs share; 400 when they differ (one image cannot be the input of
+    a 1x28x28 run and of a 3x32x32 one)."""
+    known = {k: tuple(v) for k, v in shapes.items() if v}
+    if len(set(known.values())) > 1:
+        each = ", ".join(f"{k} takes {'x'.join(map(str, v))}" for k, v in known.items())
+        raise ApiError(400, f"runs={text}: the runs take different inputs ({each}); compare runs "
+                            "of one image shape")  # fmt: skip
+    return next(iter(known.values()), None)
 
 
 def _flag(request: Request, name: str) -> bool:
@@ -167,16 +241,74 @@ async def test_image(request: Request) -> Response:
 
 async def predict(request: Request) -> Response:
     s = _state(request)
-    entry, explained = s.entry(request), _flag(request, "explain")
+    entry, explained, move = s.entry(request), _flag(request, "explain"), _move(request)
     source = await uploads.read_predict_body(request, s.max_upload)
     loaded = await run_in_threadpool(s.models.get, entry.root)
+    move.check(loaded.kept.image_shape)
     if source.test_index is not None:
         item = await run_in_threadpool(views.test_item, loaded, s.tests, source.test_index)
     else:
-        kept = loaded.kept
-        convert = partial(uploads.convert_upload, source, kept.image_shape, kept.cfg.dataset)
-        item = await anyio.to_thread.run_sync(convert, s.max_pixels, limiter=s.decode)
-    return json_response(await s.work(views.predict, loaded, item, explained))
+        item = await _convert(s, source, loaded)
+    return json_response(await s.work(views.predict, loaded, item, explained, move))
+
+
+async def _convert(s: ServeState, source: uploads.PredictSource, loaded) -> dict[str, Any]:
+    kept = loaded.kept
+    convert = partial(uploads.convert_upload, source, kept.image_shape, kept.cfg.dataset)
+    return await anyio.to_thread.run_sync(convert, s.max_pixels, limiter=s.decode)
+
+
+async def compare(request: Request) -> Response:
+    """One image (an upload, or a test image of the runs' common test set) answered by every
+    run named, moved and turned alike."""
+    s = _state(request)
+    entries, move = _compared(request), _move(request)
+    text = request.query_params["runs"]
+    shape = _one_shape(text, await run_in_threadpool(_shapes, s, entries))
+    if shape is not None:  # bad parameters are refused before the body is read
+        move.check(shape)
+    source = await uploads.read_predict_body(request, s.max_upload)
+    loaded = [await run_in_threadpool(s.models.get, e.root) for e in entries]
+    kept_shapes = {e.id: one.kept.image_shape for e, one in zip(entries, loaded, strict=True)}
+    move.check(_one_shape(text, kept_shapes) or loaded[0].kept.image_shape)
+    keys, items = [], {}  # one conversion (or test image) per kind of run
+    for one in loaded:
+        cfg = one.kept.cfg
+        if source.test_index is None:
+            key: tuple = (cfg.dataset, one.kept.image_shape)  # what conversion_options reads
+            if key not in items:
+                items[key] = await _convert(s, source, one)
+        else:
+            key = (cfg.dataset, cfg.data, cfg.image_size)  # which test set (models.TestSets)
+            if items and key not in items:
+                raise ApiError(400, f"runs={text}: test_index needs runs of one test set; these "
+                                    "were trained on different data (send an image instead)")  # fmt: skip
+            if key not in items:
+                get = partial(views.test_item, one, s.tests, source.test_index)
+                items[key] = await run_in_threadpool(get)
+        keys.append(key)
+    runs = [(e.id, one, items[k]) for e, one, k in zip(entries, loaded, keys, strict=True)]
+    return json_response(await s.work(views.compare, runs, move))
+
+
+async def robustness(request: Request) -> Response:
+    s = _state(request)
+    return json_response(await run_in_threadpool(views.robustness, s.entry(request)))
+
+
+async def shift_picture(request: Request) -> Response:
+    s = _state(request)
+    return png_response(await s.work(views.shift_png, s.entry(request)))
+
+
+async def robustness_picture(request: Request) -> Response:
+    s = _state(request)
+    return png_response(await s.work(views.robustness_png, [s.entry(request)]))
+
+
+async def compare_robustness_picture(request: Request) -> Response:
+    s = _state(request)
+    return png_response(await s.work(views.robustness_png, _compared(request)))
 
 
 # ---- errors: every one is {"error": "one readable sentence"} ------------------------------------
@@ -309,6 +441,11 @@ def _routes(static: Path) -> list[Route | Mount]:
         Route(f"{run}/patches.png", patches),
         Route(f"{run}/test-image", test_image),
         Route(f"{run}/predict", predict, methods=["POST"]),
+        Route(f"{run}/robustness", robustness),
+        Route(f"{run}/shift.png", shift_picture),
+        Route(f"{run}/robustness.png", robustness_picture),
+        Route("/api/compare", compare, methods=["POST"]),
+        Route("/api/compare/robustness.png", compare_robustness_picture),
         Mount("/static", StaticFiles(directory=static, check_dir=False), name="static"),
     ]
 

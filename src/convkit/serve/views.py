@@ -12,6 +12,7 @@ import math
 import random
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from convkit.errors import ConfigError
+from convkit.data import geometry
+from convkit.errors import ConfigError, ConvkitError
 from convkit.inspect import analyses as A
 from convkit.inspect import draw, summarize
 from convkit.inspect.arithmetic import explain
@@ -126,6 +128,82 @@ def _kept_epoch(root: Path) -> int | None:
     if not Run(root).has_weights:
         return None
     return checkpoint.read_metadata(root / WEIGHTS).get("epoch")
+
+
+# ---- robustness (convkit robustness RUN) ---------------------------------------------------------
+
+
+def robustness(entry: RunEntry) -> dict[str, Any]:
+    """The run's saved robustness report for its kept weights (null when none is saved, or it
+    was computed for weights the run has since replaced), and the command that computes it."""
+    return {"report": _saved_report(entry), "command": f"convkit robustness {entry.root}"}
+
+
+def _saved_report(entry: RunEntry) -> dict[str, Any] | None:
+    run = Run(entry.root)
+    return run.robustness() if run.has_weights else None
+
+
+def _none_saved(entry: RunEntry) -> ApiError:
+    return ApiError(404, f"run {entry.root.name} has no robustness results for its kept "
+                         f"weights; `convkit robustness {entry.root}` computes them")  # fmt: skip
+
+
+def _report(entry: RunEntry, test: str) -> dict[str, Any]:
+    report = _saved_report(entry)
+    if report is None:
+        raise _none_saved(entry)
+    if test not in report:
+        raise ApiError(404, f"run {entry.root.name}'s robustness results have no {test} test; "
+                            f"`convkit robustness {entry.root}` computes it")  # fmt: skip
+    return report
+
+
+def _report_picture(entry: RunEntry, report: dict[str, Any], name: str, draw_png) -> bytes:
+    """A picture of a report, drawn again only when the report changes (new weights, a new
+    `convkit robustness`)."""
+    key = (report.get("weights"), report.get("created_at"))
+    cached = entry.memo.get(name)
+    if cached and cached[0] == key:
+        return cached[1]
+    png = draw_png()
+    entry.memo[name] = (key, png)
+    return png
+
+
+def shift_png(entry: RunEntry) -> bytes:
+    """The shift test's grid: test accuracy for every (dx, dy)."""
+    report = _report(entry, "shift")
+    title = f"{_title(Run(entry.root).config())}: test images moved"
+    return _report_picture(entry, report, "shift.png",
+                           lambda: _figure_png(draw.shift_heatmap_figure, report, title))  # fmt: skip
+
+
+def robustness_png(entries: list[RunEntry]) -> bytes:
+    """Accuracy against shift distance, rotation, scale (and corruption error) of one or more
+    runs, one line each; runs without results are left out (404 when none has any)."""
+    reports = []
+    for entry in entries:
+        try:
+            report = _saved_report(entry)
+        except ConvkitError:
+            if len(entries) == 1:
+                raise
+            report = None  # a damaged report: its run's own routes say so
+        if report is not None:
+            cfg = Run(entry.root).config()
+            reports.append((f"{cfg.model} ({entry.root.name})", report))
+    if not reports and len(entries) == 1:
+        raise _none_saved(entries[0])
+    if not reports:
+        names = ", ".join(e.root.name for e in entries)
+        raise ApiError(404, f"no robustness results for {names}; `convkit robustness RUN` "
+                            "computes them")  # fmt: skip
+    if len(entries) == 1:
+        title = f"{_title(Run(entries[0].root).config())}: robustness"
+        return _report_picture(entries[0], reports[0][1], "robustness.png",
+                               lambda: _figure_png(draw.robustness_curves_figure, reports, title))  # fmt: skip
+    return _figure_png(draw.robustness_curves_figure, reports, "")
 
 
 # ---- what the model learned ---------------------------------------------------------------------
@@ -238,9 +316,14 @@ def test_item(loaded: LoadedModel, tests: TestSets, index: int) -> dict[str, Any
     }
 
 
-def predict(loaded: LoadedModel, item: dict[str, Any], explained: bool) -> dict[str, Any]:
-    """The top classes for one converted image (C, H, W) uint8; with `explained`, Grad-CAM for
-    the top class and every convolution and pooling layer's maps."""
+def predict(
+    loaded: LoadedModel, item: dict[str, Any], explained: bool, move: Move | None = None
+) -> dict[str, Any]:
+    """The top classes for one converted image (C, H, W) uint8, first moved and turned by
+    `move`; with `explained`, Grad-CAM for the top class and every convolution and pooling
+    layer's maps."""
+    if move is not None and not move.still:
+        return {**predict(loaded, move.apply(item), explained), "move": move.to_dict()}
     kept, image = loaded.kept, item["converted"]
     x = kept.preprocess(torch.from_numpy(np.ascontiguousarray(image))[None])
     with loaded.lock:  # the model's work; the pictures are made after, without the lock
@@ -270,3 +353,72 @@ def feature_png(layer: str, maps: np.ndarray) -> dict[str, Any]:
     step = max(1, math.ceil(max(maps.shape[1:]) / MAP_SIDE))
     grid = draw.maps_grid(maps[:, ::step, ::step])
     return {"layer": layer, "shape": list(maps.shape), "png": data_url(draw.png_bytes(grid))}
+
+
+# ---- moving and turning the input (the page's compare mode) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """What the page did to its image after the conversion: turned `angle` degrees
+    counterclockwise about the centre (bilinear), then moved `dx` whole pixels right and `dy`
+    down (negative: left, up); pixels that come in from outside are 0, as in `convkit
+    robustness`. The turn comes first, so the shift stays exact."""
+
+    dx: int = 0
+    dy: int = 0
+    angle: float = 0.0
+
+    @property
+    def still(self) -> bool:
+        return self.dx == 0 and self.dy == 0 and self.angle == 0
+
+    def check(self, image_shape: tuple[int, int, int] | list[int]) -> None:
+        """A shift must leave part of the image in the frame: |dx| < W, |dy| < H."""
+        _, h, w = image_shape
+        for name, value, side, size in (("dx", self.dx, "wide", w), ("dy", self.dy, "high", h)):
+            if not -size < value < size:
+                raise ApiError(400, f"expected {-(size - 1)} <= {name} <= {size - 1} for "
+                                    f"{size}-pixel-{side} images (a shift of {size} pixels "
+                                    f"leaves nothing in the frame), received {name}={value}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dx": self.dx, "dy": self.dy, "angle": self.angle}
+
+    def describe(self) -> str:
+        """'turned 15° counterclockwise, moved 2 px right and 1 px up'."""
+        parts = []
+        if self.angle:
+            way = "counterclockwise" if self.angle > 0 else "clockwise"
+            parts.append(f"turned {abs(self.angle):g}° {way}")
+        moves = [f"{abs(self.dx)} px {'right' if self.dx > 0 else 'left'}"] if self.dx else []
+        moves += [f"{abs(self.dy)} px {'down' if self.dy > 0 else 'up'}"] if self.dy else []
+        if moves:
+            parts.append("moved " + " and ".join(moves))
+        return ", then ".join(parts)
+
+    def apply(self, item: dict[str, Any]) -> dict[str, Any]:
+        """A prediction's input (views.test_item, uploads.convert_upload) moved and turned."""
+        if self.still:
+            return item
+        self.check(item["converted"].shape)
+        x = torch.from_numpy(np.ascontiguousarray(item["converted"]))[None]  # (1, C, H, W) uint8
+        if self.angle:
+            x = geometry.rotate(x, self.angle)
+        x = geometry.translate(x, self.dx, self.dy)
+        return {**item, "converted": x[0].numpy(),
+                "conversion": f"{item['conversion']}; then {self.describe()}"}  # fmt: skip
+
+
+def compare(runs: list[tuple[str, LoadedModel, dict[str, Any]]], move: Move) -> dict[str, Any]:
+    """Every run's answer to its input (the same image, converted once per kind of run), moved
+    and turned alike: {"move", "input_png", "conversion", "answers": [{"run", "top", ...}]}."""
+    moved: dict[int, dict[str, Any]] = {}  # one move per distinct converted input
+    answers = []
+    for run_id, loaded, item in runs:
+        if id(item) not in moved:
+            moved[id(item)] = move.apply(item)
+        answers.append({"run": run_id, **predict(loaded, moved[id(item)], explained=False)})
+    first = answers[0]
+    return {"move": move.to_dict(), "input_png": first["input_png"],
+            "conversion": first["conversion"], "answers": answers}  # fmt: skip

@@ -3,6 +3,8 @@
 "use strict";
 
 const PREDICT_GAP_MS = 300; // while drawing: at most ~3 predictions a second
+const COMPARE_GAP_MS = 150; // comparing: a slider dragged updates ~6 times a second
+const TURN_STEP = 15; // degrees a turn button turns
 const POLL_MS = 2000; // a training run is polled this often
 const RUNS_POLL_MS = 15000; // the list of runs, for runs that appear or finish
 
@@ -111,6 +113,8 @@ function el(tag, props = {}, children = []) {
   return node;
 }
 
+const shapeX = (s) => (s ? s.join("×") : "");
+
 function runButton(r) {
   const acc = r.training
     ? `epoch ${r.epochs} of ${r.planned_epochs}`
@@ -129,22 +133,43 @@ function runButton(r) {
       el("span", { class: "muted small", text: when(r.updated) }),
     ],
   );
-  button.setAttribute("aria-current", String(state.run != null && state.run.id === r.id));
-  button.addEventListener("click", () => chooseRun(r.id));
-  return el("li", {}, [button]);
+  const current = state.run != null && state.run.id === r.id && !cmp.open;
+  button.setAttribute("aria-current", String(current));
+  button.addEventListener("click", () => {
+    closeCompare();
+    chooseRun(r.id);
+  });
+  const tick = el("input", {
+    type: "checkbox",
+    class: "cmp-tick",
+    "data-compare": r.id,
+    "aria-label": `Compare ${r.model} (${r.name})`,
+  });
+  tick.addEventListener("change", () => tickCompare(r.id, tick.checked));
+  return el("li", { class: "run-row" }, [tick, button]);
 }
 
 function renderRuns() {
   $("run-list").replaceChildren(...state.runs.map(runButton));
   $("runs-empty").hidden = state.runs.length > 0;
+  renderTicks();
 }
 
 async function loadRuns() {
   const { runs } = await getJson(api(""));
   const changed = JSON.stringify(runs) !== JSON.stringify(state.runs);
   state.runs = runs;
-  if (changed) renderRuns();
+  if (!changed) return;
+  const gone = cmp.ids.filter((id) => !runOf(id));
+  if (gone.length) cmp.ids = cmp.ids.filter((id) => runOf(id));
+  renderRuns();
+  if (gone.length && cmp.open) {
+    if (cmp.ids.length >= 2) openCompare();
+    else closeCompare();
+  }
 }
+
+const runOf = (id) => state.runs.find((r) => r.id === id);
 
 async function chooseRun(id) {
   const token = ++state.chooseSeq; // a run asked for earlier and still loading is dropped
@@ -182,6 +207,7 @@ function renderRun() {
   renderPatchControls();
   refreshPictures();
   if (selectedTab() === "confusion") showConfusion();
+  if (selectedTab() === "robustness") showRobustness();
 }
 
 function renderHead() {
@@ -248,6 +274,7 @@ async function pollRun() {
   renderHead();
   if (newEpoch || finished) {
     refreshPictures();
+    if (selectedTab() === "robustness") showRobustness(); // new weights: the report is stale
     if (state.source) predict(state.source); // the feature maps of the current image, anew
   }
   if (finished) {
@@ -370,6 +397,7 @@ async function randomTestImage() {
 // ---- drawing -------------------------------------------------------------------------------
 
 const draw = {
+  canvas: "canvas", // the element's id
   ctx: null,
   down: false,
   last: null,
@@ -379,38 +407,43 @@ const draw = {
   sent: 0,
 };
 
+function clearSketch(pad) {
+  const c = $(pad.canvas);
+  pad.ctx.fillStyle = "#fff"; // an opaque white page: the server inverts dark-on-light
+  pad.ctx.fillRect(0, 0, c.width, c.height);
+}
+
 function clearCanvas() {
-  const c = $("canvas");
-  draw.ctx.fillStyle = "#fff"; // an opaque white page: the server inverts dark-on-light
-  draw.ctx.fillRect(0, 0, c.width, c.height);
+  clearSketch(draw);
   draw.dirty = false;
 }
 
-function canvasPoint(e) {
-  const c = $("canvas");
+function canvasPoint(c, e) {
   const r = c.getBoundingClientRect();
   return [((e.clientX - r.left) * c.width) / r.width, ((e.clientY - r.top) * c.height) / r.height];
 }
 
-function strokeTo(point) {
-  const ctx = draw.ctx;
+function strokeTo(pad, point) {
+  const ctx = pad.ctx;
   ctx.beginPath();
-  ctx.moveTo(...draw.last);
+  ctx.moveTo(...pad.last);
   ctx.lineTo(...point);
   ctx.stroke();
-  draw.last = point;
+  pad.last = point;
 }
 
-function setUpCanvas() {
-  const c = $("canvas");
-  draw.ctx = c.getContext("2d");
-  Object.assign(draw.ctx, {
+/** A canvas to draw on with a mouse, a pen or a finger: `started` when a stroke begins,
+ * `changed` as it goes and when it ends. */
+function setUpSketch(pad, started, changed) {
+  const c = $(pad.canvas);
+  pad.ctx = c.getContext("2d");
+  Object.assign(pad.ctx, {
     lineWidth: 20,
     lineCap: "round",
     lineJoin: "round",
     strokeStyle: "#000",
   });
-  clearCanvas();
+  clearSketch(pad);
   c.addEventListener("pointerdown", (e) => {
     e.preventDefault();
     try {
@@ -418,24 +451,28 @@ function setUpCanvas() {
     } catch (_) {
       // a pointer the browser does not track (synthetic): draw without capture
     }
-    draw.down = true;
-    $("given").hidden = true; // the drawing is the image now
-    draw.last = canvasPoint(e);
-    strokeTo(draw.last); // a tap leaves a dot
-    drawingChanged();
+    pad.down = true;
+    started();
+    pad.last = canvasPoint(c, e);
+    strokeTo(pad, pad.last); // a tap leaves a dot
+    changed();
   });
   c.addEventListener("pointermove", (e) => {
-    if (!draw.down) return;
+    if (!pad.down) return;
     const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-    for (const ev of events.length ? events : [e]) strokeTo(canvasPoint(ev));
-    drawingChanged();
+    for (const ev of events.length ? events : [e]) strokeTo(pad, canvasPoint(c, ev));
+    changed();
   });
   const end = () => {
-    if (draw.down) drawingChanged();
-    draw.down = false;
+    if (pad.down) changed();
+    pad.down = false;
   };
   c.addEventListener("pointerup", end);
   c.addEventListener("pointercancel", end);
+}
+
+function setUpCanvas() {
+  setUpSketch(draw, () => ($("given").hidden = true), drawingChanged); // the drawing is the image
   $("clear").addEventListener("click", () => {
     clearCanvas();
     clearAnswer();
@@ -617,6 +654,432 @@ function showPatches(e) {
   );
 }
 
+// ---- robustness: `convkit robustness RUN`'s results, when computed ---------------------------
+
+/** The measured line of a report for an image moved (dx, dy) and turned `angle`: the test
+ * accuracy with every test image moved or turned alike, where the report measured it. */
+function measured(report, dx, dy, angle) {
+  if (!report) return null;
+  if (dx === 0 && dy === 0 && angle === 0) {
+    return `The test set as it is: ${pct(report.clean_accuracy)} right.`;
+  }
+  const s = report.shift;
+  if (angle === 0) {
+    if (!s) return "Moves were not measured.";
+    const i = s.offsets.indexOf(dy);
+    const j = s.offsets.indexOf(dx);
+    if (i >= 0 && j >= 0) return `Every test image moved so: ${pct(s.grid[i][j])} right.`;
+    return `Moves up to ${s.max_shift} px were measured; this one is beyond.`;
+  }
+  if (dx === 0 && dy === 0) {
+    if (!report.rotate) return "Turns were not measured.";
+    const at = report.rotate.find((p) => Math.abs(p.angle - angle) < 1e-9);
+    if (at) return `Every test image turned so: ${pct(at.accuracy)} right.`;
+    const angles = report.rotate.map((p) => p.angle);
+    return `Turns of ${Math.min(...angles)}° to ${Math.max(...angles)}° were measured, in steps.`;
+  }
+  return "Moved and turned at once: not measured.";
+}
+
+async function showRobustness() {
+  const id = state.run.id;
+  const note = $("robust-note");
+  let info;
+  try {
+    info = await getJson(runUrl("/robustness"));
+  } catch (err) {
+    if (state.run.id !== id) return;
+    note.textContent = err.message;
+    note.classList.add("note-bad");
+    return;
+  }
+  if (state.run.id !== id) return;
+  note.classList.remove("note-bad");
+  const r = info.report;
+  for (const img of ["shift-img", "robust-img"]) {
+    if (!r || (img === "shift-img" && !r.shift)) {
+      $(img).hidden = true;
+      delete state.loaded[img];
+    }
+  }
+  if (!r) {
+    note.replaceChildren(
+      "No robustness results for these weights yet: ",
+      el("code", { text: info.command }),
+      " tests the run on every test image moved, turned and resized.",
+    );
+    return;
+  }
+  const parts = [`Test accuracy ${pct(r.clean_accuracy)} on ${num(r.test_images)} test images`];
+  if (r.shift) {
+    parts.push(
+      `moved up to ${r.shift.max_shift} px: ${pct(r.shift.mean)} on average, the same class ` +
+        `for two moves of one image ${pct(r.shift.consistency)} of the time`,
+    );
+  }
+  note.textContent = `${parts.join("; ")}.`;
+  const v = `?v=${encodeURIComponent(r.created_at || r.weights || "")}`;
+  if (r.shift) showPng("shift-img", runUrl(`/shift.png${v}`), "shift-status", "Drawing the grid…");
+  showPng("robust-img", runUrl(`/robustness.png${v}`), "robust-status", "Drawing the curves…");
+}
+
+// ---- compare: one image, several runs, moved and turned ------------------------------------
+
+const cmp = {
+  ids: [], // the runs ticked, in the order ticked
+  open: false, // the compare view is on show
+  shape: "", // their image shape, "1,28,28"
+  reports: {}, // robustness reports by run id (null: none)
+  pad: { canvas: "cmp-canvas", ctx: null, down: false, last: null },
+  source: null, // {kind: "drawing"} | {kind: "file", blob, name} | {kind: "test", index}
+  dx: 0, // pixels right
+  dy: 0, // pixels down
+  angle: 0, // degrees counterclockwise
+  seq: 0, // the newest request; older answers are dropped
+  busy: false,
+  dirty: false,
+  timer: null,
+  sent: 0,
+};
+
+/** Why a run cannot join the runs ticked (empty when it can). */
+function cannotCompare(r) {
+  if (r.error) return "its folder cannot be read";
+  if (!r.image_shape || r.epochs === 0) return "it has no kept weights yet";
+  const first = runOf(cmp.ids[0]);
+  if (first && first.id !== r.id && shapeX(first.image_shape) !== shapeX(r.image_shape)) {
+    return `it takes ${shapeX(r.image_shape)} images; the runs ticked take ${shapeX(first.image_shape)}`;
+  }
+  return "";
+}
+
+function renderTicks() {
+  for (const tick of document.querySelectorAll(".cmp-tick")) {
+    const r = runOf(tick.dataset.compare);
+    const why = r ? cannotCompare(r) : "";
+    tick.checked = cmp.ids.includes(tick.dataset.compare);
+    tick.disabled = Boolean(why) && !tick.checked;
+    tick.title = why ? `Cannot compare: ${why}` : "Compare on one drawing";
+  }
+  for (const button of document.querySelectorAll(".run-item")) {
+    const current = !cmp.open && state.run != null && state.run.id === button.dataset.run;
+    button.setAttribute("aria-current", String(current));
+  }
+  const n = cmp.ids.length;
+  $("compare-hint").hidden = state.runs.length < 2;
+  $("compare-open").hidden = cmp.open || n < 2;
+  $("compare-open").textContent = `Compare the ${n} runs ticked`;
+}
+
+function tickCompare(id, on) {
+  cmp.ids = cmp.ids.filter((x) => x !== id);
+  if (on) cmp.ids.push(id);
+  renderTicks();
+  if (cmp.ids.length >= 2 && (on || cmp.open)) openCompare();
+  else closeCompare();
+}
+
+function openCompare() {
+  const first = runOf(cmp.ids[0]);
+  const shape = first.image_shape.join(",");
+  cmp.open = true;
+  $("compare").hidden = false;
+  $("run").hidden = true;
+  $("compare").dataset.runs = cmp.ids.join(","); // the runs on show (tests wait for it)
+  const hash = `#compare=${cmp.ids.join(",")}`;
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+  $("cmp-title").textContent = `Compare ${cmp.ids.length} runs`;
+  if (shape !== cmp.shape) {
+    // another kind of input: the image and the move belong to the old one
+    cmp.shape = shape;
+    const [, h, w] = first.image_shape;
+    setRange("cmp-dx", Math.floor(w / 2));
+    setRange("cmp-dy", Math.floor(h / 2));
+    cmp.dx = cmp.dy = cmp.angle = 0;
+    dropCompareSource();
+  }
+  $("cmp-draw-box").hidden = !first.drawable;
+  $("cmp-source-title").textContent = first.drawable ? "Or take an image" : "Take an image";
+  renderMove();
+  renderPanels();
+  renderTicks();
+  loadReports();
+  if (cmp.source) compareChanged();
+}
+
+function closeCompare() {
+  if (!cmp.open) return renderTicks();
+  cmp.open = false;
+  cmp.seq += 1; // an answer on its way is not for this view
+  $("compare").hidden = true;
+  if (state.run) {
+    $("run").hidden = false;
+    history.replaceState(null, "", `#${state.run.id}`);
+  }
+  renderTicks();
+}
+
+function setRange(id, limit) {
+  const input = $(id);
+  input.min = String(-limit);
+  input.max = String(limit);
+}
+
+function dropCompareSource() {
+  cmp.source = null;
+  cmp.seq += 1;
+  clearSketch(cmp.pad);
+  $("cmp-given").hidden = true;
+  $("cmp-empty").hidden = false;
+  $("cmp-input-img").closest("figure").hidden = true;
+  $("cmp-conversion").textContent = "";
+  delete $("cmp-panels").dataset.move;
+}
+
+function renderPanels() {
+  const ids = cmp.ids.join(",");
+  if ($("cmp-panels").dataset.runs === ids) return; // the same runs: their answers stay
+  $("cmp-panels").dataset.runs = ids;
+  delete $("cmp-panels").dataset.move; // no answer on show yet
+  const panels = cmp.ids.map((id) => {
+    const r = runOf(id);
+    const acc = r.test_accuracy == null ? "not tested" : `test accuracy ${pct(r.test_accuracy)}`;
+    delete state.loaded[`cmp-shift-${id}`]; // a new <img>: its picture is fetched again
+    return el("article", { class: "cmp-panel", "data-run": id }, [
+      el("h3", { text: r.model }),
+      el("p", { class: "muted small", text: `${r.dataset} · ${r.name} · ${acc}` }),
+      el("ol", { class: "top5", "aria-label": `${r.model}'s most likely classes` }),
+      el("p", { class: "small cmp-measured" }),
+      el("img", {
+        id: `cmp-shift-${id}`,
+        class: "cmp-shift",
+        alt: `${r.model}: test accuracy with every test image moved dx right and dy down`,
+        hidden: "",
+      }),
+      el("p", { id: `cmp-shift-status-${id}`, class: "muted small" }),
+    ]);
+  });
+  $("cmp-panels").replaceChildren(...panels);
+  $("cmp-empty").hidden = Boolean(cmp.source); // with an image, its answers are on their way
+}
+
+const panelOf = (id) => document.querySelector(`.cmp-panel[data-run="${CSS.escape(id)}"]`);
+
+/** Each run's robustness results: its shift grid in its panel, every run's curves below. */
+async function loadReports() {
+  const ids = cmp.ids.slice();
+  const infos = await Promise.all(
+    ids.map((id) =>
+      getJson(api(`/${encodeURIComponent(id)}/robustness`)).catch((err) => ({ error: err })),
+    ),
+  );
+  if (ids.join() !== cmp.ids.join() || !cmp.open) return; // the runs changed meanwhile
+  const withReports = [];
+  ids.forEach((id, i) => {
+    const info = infos[i];
+    const r = info.error ? null : info.report;
+    cmp.reports[id] = r;
+    const status = $(`cmp-shift-status-${id}`);
+    if (info.error) {
+      status.textContent = info.error.message;
+      status.classList.add("note-bad");
+    } else if (!r) {
+      status.replaceChildren("Not measured on the test set yet: ", el("code", { text: info.command }));
+    } else {
+      withReports.push(id);
+      const v = `?v=${encodeURIComponent(r.created_at || r.weights || "")}`;
+      if (r.shift) {
+        const url = api(`/${encodeURIComponent(id)}/shift.png${v}`);
+        showPng(`cmp-shift-${id}`, url, status.id, "Drawing its shift grid…");
+      }
+    }
+  });
+  renderMeasured();
+  if (withReports.length) {
+    const v = withReports.map((id) => cmp.reports[id].created_at || "").join(",");
+    const q = `runs=${withReports.join(",")}&v=${encodeURIComponent(v)}`;
+    showPng("cmp-curves-img", `api/compare/robustness.png?${q}`, "cmp-curves-note", "Drawing…");
+    $("cmp-curves-img").alt = `Test accuracy against shift, rotation and scale: ${withReports
+      .map((id) => runOf(id).model)
+      .join(", ")}`;
+  } else {
+    delete state.loaded["cmp-curves-img"];
+    $("cmp-curves-img").hidden = true;
+    $("cmp-curves-note").textContent =
+      "None of these runs has been measured yet: convkit robustness RUN measures one.";
+  }
+}
+
+function renderMeasured() {
+  for (const id of cmp.ids) {
+    const panel = panelOf(id);
+    const line = panel && measured(cmp.reports[id], cmp.dx, cmp.dy, cmp.angle);
+    if (panel) panel.querySelector(".cmp-measured").textContent = line || "";
+  }
+}
+
+// -- the move
+
+const signed = (v, plus, minus, unit) =>
+  v === 0 ? `0${unit}` : `${Math.abs(v)}${unit} ${v > 0 ? plus : minus}`;
+
+function renderMove() {
+  $("cmp-dx").value = String(cmp.dx);
+  $("cmp-dy").value = String(cmp.dy);
+  $("cmp-angle").value = String(cmp.angle);
+  $("cmp-dx-out").textContent = signed(cmp.dx, "right", "left", " px");
+  $("cmp-dy-out").textContent = signed(cmp.dy, "down", "up", " px");
+  $("cmp-angle-out").textContent = signed(cmp.angle, "counterclockwise", "clockwise", "°");
+  renderMeasured();
+}
+
+function clamp(v, input) {
+  return Math.max(Number(input.min), Math.min(Number(input.max), v));
+}
+
+function setMove(dx, dy, angle) {
+  cmp.dx = clamp(dx, $("cmp-dx"));
+  cmp.dy = clamp(dy, $("cmp-dy"));
+  cmp.angle = clamp(angle, $("cmp-angle"));
+  renderMove();
+  if (cmp.source) compareChanged();
+}
+
+// -- asking the server
+
+/** Ask at most every COMPARE_GAP_MS, one request at a time; the last change is always sent. */
+function compareChanged() {
+  cmp.dirty = true;
+  pumpCompare();
+}
+
+function pumpCompare() {
+  if (cmp.busy || cmp.timer || !cmp.dirty) return;
+  const wait = Math.max(0, cmp.sent + COMPARE_GAP_MS - performance.now());
+  cmp.timer = setTimeout(async () => {
+    cmp.timer = null;
+    cmp.dirty = false;
+    cmp.busy = true;
+    cmp.sent = performance.now();
+    try {
+      await compareNow();
+    } finally {
+      cmp.busy = false;
+      pumpCompare();
+    }
+  }, wait);
+}
+
+async function compareNow() {
+  const source = cmp.source;
+  if (!cmp.open || !source) return;
+  const seq = ++cmp.seq;
+  const move = { dx: cmp.dx, dy: cmp.dy, angle: cmp.angle };
+  const query = new URLSearchParams({ runs: cmp.ids.join(","), ...move });
+  let options;
+  if (source.kind === "test") {
+    options = {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ test_index: source.index }),
+    };
+  } else {
+    const blob =
+      source.kind === "file"
+        ? source.blob
+        : await new Promise((ok) => $("cmp-canvas").toBlob(ok, "image/png"));
+    if (!blob) return;
+    const form = new FormData();
+    form.append("image", blob, source.name || "drawing.png");
+    options = { method: "POST", body: form };
+  }
+  try {
+    const answer = await getJson(`api/compare?${query}`, options);
+    if (seq !== cmp.seq) return; // the image or the runs changed meanwhile
+    clearError();
+    renderComparison(answer);
+  } catch (err) {
+    if (seq !== cmp.seq) return;
+    const named = !source.name || err.message.includes(source.name);
+    showError(named ? err.message : `${source.name}: ${err.message}`);
+  }
+}
+
+function renderComparison(a) {
+  $("cmp-empty").hidden = true;
+  const img = $("cmp-input-img");
+  img.src = a.input_png;
+  img.closest("figure").hidden = false;
+  $("cmp-conversion").textContent = `Conversion: ${a.conversion}`;
+  for (const answer of a.answers) {
+    const panel = panelOf(answer.run);
+    if (panel) panel.querySelector(".top5").replaceChildren(...answer.top.map(topRow));
+  }
+  const m = a.move;
+  $("cmp-panels").dataset.move = `${m.dx},${m.dy},${m.angle}`; // the move answered (tests)
+}
+
+// -- sources: the drawing, a file, a test image
+
+function setUpCompare() {
+  setUpSketch(
+    cmp.pad,
+    () => {
+      if (cmp.source && cmp.source.kind !== "drawing") clearSketch(cmp.pad);
+      cmp.source = { kind: "drawing" };
+      $("cmp-given").hidden = true;
+    },
+    compareChanged,
+  );
+  $("cmp-clear").addEventListener("click", () => {
+    dropCompareSource();
+    for (const id of cmp.ids) panelOf(id)?.querySelector(".top5").replaceChildren();
+  });
+  $("cmp-file").addEventListener("change", (e) => {
+    const file = e.target.files[0];
+    e.target.value = "";
+    if (!file) return;
+    if (state.objectUrls.cmpGiven) URL.revokeObjectURL(state.objectUrls.cmpGiven);
+    state.objectUrls.cmpGiven = URL.createObjectURL(file);
+    showCompareGiven(state.objectUrls.cmpGiven, file.name);
+    cmp.source = { kind: "file", blob: file, name: file.name };
+    compareChanged();
+  });
+  $("cmp-random").addEventListener("click", async () => {
+    try {
+      const t = await getJson(api(`/${encodeURIComponent(cmp.ids[0])}/test-image`));
+      showCompareGiven(t.png, `test image ${t.index}, labelled ${t.label}`);
+      cmp.source = { kind: "test", index: t.index };
+      compareChanged();
+    } catch (err) {
+      showError(err.message);
+    }
+  });
+  const step = (ddx, ddy, dangle) => () => setMove(cmp.dx + ddx, cmp.dy + ddy, cmp.angle + dangle);
+  $("cmp-left").addEventListener("click", step(-1, 0, 0));
+  $("cmp-right").addEventListener("click", step(1, 0, 0));
+  $("cmp-up").addEventListener("click", step(0, -1, 0));
+  $("cmp-down").addEventListener("click", step(0, 1, 0));
+  $("cmp-ccw").addEventListener("click", step(0, 0, TURN_STEP));
+  $("cmp-cw").addEventListener("click", step(0, 0, -TURN_STEP));
+  $("cmp-reset").addEventListener("click", () => setMove(0, 0, 0));
+  for (const id of ["cmp-dx", "cmp-dy", "cmp-angle"]) {
+    $(id).addEventListener("input", () =>
+      setMove(Number($("cmp-dx").value), Number($("cmp-dy").value), Number($("cmp-angle").value)),
+    );
+  }
+  $("cmp-close").addEventListener("click", closeCompare);
+  $("compare-open").addEventListener("click", openCompare);
+}
+
+function showCompareGiven(src, caption) {
+  clearSketch(cmp.pad); // the image is this one now, not the drawing
+  $("cmp-given-img").src = src;
+  $("cmp-given-img").alt = caption;
+  $("cmp-given-caption").textContent = caption;
+  $("cmp-given").hidden = false;
+}
+
 // ---- tabs ----------------------------------------------------------------------------------
 
 const tabs = () => Array.from(document.querySelectorAll('[role="tab"]'));
@@ -634,6 +1097,7 @@ function selectTab(tab, focus) {
   }
   if (focus) tab.focus();
   if (tab.id === "tab-confusion" && state.run) showConfusion();
+  if (tab.id === "tab-robustness" && state.run) showRobustness();
 }
 
 function setUpTabs() {
@@ -656,6 +1120,7 @@ async function start() {
   setUpCanvas();
   setUpUpload();
   setUpTabs();
+  setUpCompare();
   $("error-close").addEventListener("click", clearError);
   $("given-img").addEventListener("error", () => ($("given").hidden = true)); // not an image
   $("patches-form").addEventListener("submit", showPatches);
@@ -667,8 +1132,12 @@ async function start() {
     return;
   }
   const wanted = location.hash.slice(1);
-  const first = state.runs.find((r) => r.id === wanted) || state.runs[0];
+  const compared = wanted.startsWith("compare=") ? wanted.slice(8).split(",").filter(runOf) : [];
+  const first = runOf(compared[0] || wanted) || state.runs[0];
   if (first) await chooseRun(first.id);
+  if (compared.length >= 2) {
+    for (const id of compared) if (!cannotCompare(runOf(id))) tickCompare(id, true);
+  }
   setInterval(() => loadRuns().catch(() => {}), RUNS_POLL_MS);
 }
 

@@ -239,7 +239,10 @@ def test_the_mlp_loses_more_to_shifts_than_the_cnn_and_compare_shows_both(
     cnn = robustness_json(capsys, cnn_run, *args)
     assert [r["angle"] for r in mlp["rotate"]] == [-30.0, 0.0, 30.0]
     near = lambda r: r["shift"]["by_distance"][2]["accuracy"]  # noqa: E731
-    print([d["accuracy"] for d in mlp["shift"]["by_distance"]], [d["accuracy"] for d in cnn["shift"]["by_distance"]])
+    print(
+        [d["accuracy"] for d in mlp["shift"]["by_distance"]],
+        [d["accuracy"] for d in cnn["shift"]["by_distance"]],
+    )
     assert near(cnn) > near(mlp) + 0.1  # 2 pixels away, even after one epoch on 2,000 images
     capsys.readouterr()
     assert main(["compare", str(mlp_run), str(cnn_run), "--json", "--out", str(tmp_path)]) == 0
@@ -352,3 +355,59 @@ def test_a_permuted_run_shuffles_pixels_in_training_evaluation_prediction_and_ex
 def test_permute_pixels_must_be_a_seed():
     with pytest.raises(ConfigError, match="permute_pixels >= 0"):
         TrainConfig(permute_pixels=-1)
+
+
+# ---- other writers' digits and the inspect report -------------------------------------------------
+
+
+def test_an_image_folder_is_scored_as_predict_converts_it(mlp_run, real_data, capsys, tmp_path):
+    from PIL import Image
+
+    from convkit.data import load_dataset
+
+    test = load_dataset("mnist", real_data).test
+    folder = tmp_path / "writers"
+    for i in range(30):  # dark digits on light paper, larger than 28x28, as people write them
+        label = int(test.labels[i])
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        digit = 255 - test.images[i, 0].numpy()
+        Image.fromarray(digit).resize((56, 56)).save(folder / str(label) / f"{i}.png")
+    (folder / "3" / "notes.txt").write_text("not an image")
+    (folder / "3").mkdir(exist_ok=True)
+    report = robustness_json(capsys, mlp_run, "--only", "shift", "--max-shift", "0",
+                             "--images", folder, "--data-dir", real_data)  # fmt: skip
+    images = report["images"]
+    assert images["count"] == 30 and len(images["unreadable"]) == 1
+    assert "notes.txt" in images["unreadable"][0]
+    # The same answers as `convkit predict` gives file by file.
+    capsys.readouterr()
+    main(["predict", str(mlp_run), str(folder), "--json", "--top-k", "1"])
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    right = sum(Path(a["file"]).parent.name == a["top"][0]["class"] for a in answers)
+    assert images["accuracy"] == pytest.approx(right / 30)
+    capsys.readouterr()
+    assert main(["robustness", str(mlp_run), "--images", str(tmp_path / "nowhere")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_inspect_shows_saved_results_or_computes_the_shifts_when_asked(
+    cnn_run, real_data, tmp_path
+):
+    from convkit.inspect.report import write_report
+    from convkit.inspect.run import load_run
+
+    lr = load_run(cnn_run, data_dir=real_data)
+    (cnn_run / "robustness.json").unlink(missing_ok=True)
+    page = write_report(lr, tmp_path / "all", limit=200, log=lambda m: None)
+    section = json.loads((page.parent / "report.json").read_text())["sections"]["robustness"]
+    assert "convkit robustness" in section["note"]  # not computed unasked
+    page = write_report(lr, tmp_path / "asked", ("robustness",), limit=500, log=lambda m: None)
+    section = json.loads((page.parent / "report.json").read_text())["sections"]["robustness"]
+    assert section["data"]["test_images"] == 500 and "shift" in section["data"]
+    assert (page.parent / "robustness_shift.png").exists()
+    assert main(["robustness", str(cnn_run), "--only", "shift", "--max-shift", "1",
+                 "--limit", "300", "--data-dir", str(real_data)]) == 0  # fmt: skip
+    page = write_report(lr, tmp_path / "saved", ("curves", "robustness"), log=lambda m: None)
+    section = json.loads((page.parent / "report.json").read_text())["sections"]["robustness"]
+    assert section["data"]["test_images"] == 300 and section["data"]["shift"]["max_shift"] == 1
+    assert "robustness_curves.png" in section["images"]

@@ -411,3 +411,66 @@ def test_inspect_shows_saved_results_or_computes_the_shifts_when_asked(
     section = json.loads((page.parent / "report.json").read_text())["sections"]["robustness"]
     assert section["data"]["test_images"] == 300 and section["data"]["shift"]["max_shift"] == 1
     assert "robustness_curves.png" in section["images"]
+
+
+def test_the_default_shift_is_four_pixels_for_mnist_and_cifar():
+    assert R.default_max_shift((1, 28, 28)) == R.default_max_shift((3, 32, 32)) == 4
+    assert R.default_max_shift((3, 64, 64)) == 9
+
+
+def test_mce_against_a_baseline_run_reuses_its_saved_report_or_computes_it(
+    mlp_run, cnn_run, real_data, capsys
+):
+    args = ("--only", "corrupt", "--corruptions", "gaussian_noise,contrast", "--limit", "300")
+    args += ("--data-dir", real_data)
+    (mlp_run / "robustness.json").unlink(missing_ok=True)
+    report = robustness_json(capsys, cnn_run, *args, "--baseline", mlp_run)
+    assert not (mlp_run / "robustness.json").exists()  # the baseline was scored, not saved
+    base = robustness_json(capsys, mlp_run, *args)
+    again = robustness_json(capsys, cnn_run, *args, "--baseline", mlp_run)
+    assert again["mce"] == report["mce"]  # the same figures from the baseline's saved report
+    assert again["mce"] == R.mean_corruption_error(again, base)
+    mine = {i["name"]: i["errors"] for i in report["corruptions"]["items"]}
+    theirs = {i["name"]: i["errors"] for i in base["corruptions"]["items"]}
+    ce = [sum(mine[n]) / sum(theirs[n]) for n in ("gaussian_noise", "contrast")]
+    assert report["mce"]["mce"] == pytest.approx(sum(ce) / 2)
+    capsys.readouterr()
+    assert (
+        main(["robustness", str(cnn_run), "--baseline", str(mlp_run), "--corruptions", "none"]) == 2
+    )
+    assert "baseline compares corruption errors" in capsys.readouterr().err
+
+
+def test_a_saved_report_belongs_to_the_weights_it_scored(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    cfg = TrainConfig(model="mnist-mlp", dataset="tiny", epochs=1, batch_size=32, precision="fp32")
+    train(cfg, data=tiny_dataset(), out=out)
+    run = Run(out)
+    test = tiny_dataset().test
+    report = R.robustness(run.kept_model(), test, tests=("shift",), max_shift=1)
+    run.write_robustness(report, run.weights_signature())
+    assert run.robustness()["shift"] == report["shift"]
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(out, copy)  # a copy keeps it (new times, same weights)
+    assert Run(copy).robustness() is not None
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # other weights: the report no longer describes them
+    weights.write_bytes(bytes(data))
+    assert run.robustness() is None
+
+
+def test_a_permutation_drawn_differently_later_is_refused(tmp_path, monkeypatch):
+    from convkit.models import permute
+
+    out = tmp_path / "perm"
+    cfg = TrainConfig(model="mnist-mlp", dataset="tiny", epochs=1, batch_size=32,
+                      precision="fp32", permute_pixels=5)  # fmt: skip
+    train(cfg, data=tiny_dataset(), out=out)
+    Run(out).kept_model()  # the same draw: fine
+    original = permute.pixel_permutation
+    monkeypatch.setattr(permute, "pixel_permutation", lambda s, shape: original(s + 1, shape))
+    with pytest.raises(ConfigError, match="another pixel permutation"):
+        Run(out).kept_model()

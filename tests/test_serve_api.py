@@ -463,7 +463,7 @@ def test_robustness_results_and_their_pictures(runs, data, static, tmp_path):
     for name in ("cnn", "mlp"):  # copies: the module's runs keep their folders' times
         shutil.copytree(runs[name], tmp_path / name)
     report = made_report(0.2)
-    Run(tmp_path / "cnn").write_robustness(report)
+    Run(tmp_path / "cnn").write_robustness(report, Run(tmp_path / "cnn").weights_signature())
     app = create_app([tmp_path], datasets={"tiny": data}, static=static)
     with TestClient(app, base_url=BASE) as c:
         ids = {r["name"]: r["id"] for r in c.get("/api/runs").json()["runs"]}
@@ -485,7 +485,10 @@ def test_robustness_results_and_their_pictures(runs, data, static, tmp_path):
             c.get("/api/compare/robustness.png?runs=r99"), 400
         )
         # a report of some tests only: the curves it has, no grid
-        Run(tmp_path / "mlp").write_robustness({k: v for k, v in report.items() if k != "shift"})
+        mlp = Run(tmp_path / "mlp")
+        mlp.write_robustness(
+            {k: v for k, v in report.items() if k != "shift"}, mlp.weights_signature()
+        )
         assert "have no shift test" in error_of(c.get(f"/api/runs/{mlp}/shift.png"), 404)
         assert is_png(c.get(f"/api/runs/{mlp}/robustness.png"))
         # new weights: the report belongs to the old ones

@@ -93,7 +93,8 @@ def runs(browser, data_path, tmp_path_factory) -> dict[str, Path]:
         print(f"{recipe}: {result['test_accuracy']:.2%} in {time.perf_counter() - t:.1f} s")
         folders[name] = root / name
         if name in REPORT_DROPS:
-            Run(root / name).write_robustness(made_report(REPORT_DROPS[name]))
+            run = Run(root / name)
+            run.write_robustness(made_report(REPORT_DROPS[name]), run.weights_signature())
     return folders
 
 

@@ -45,7 +45,7 @@ from convkit.data.catalog import get_dataset_spec
 from convkit.errors import ConfigError, ConvkitError
 from convkit.fileio import write_json, write_text
 from convkit.models import create_model, model_info
-from convkit.models.permute import attach_pixel_permutation
+from convkit.models.permute import attach_pixel_permutation, permutation_digest
 from convkit.models.tta import with_tta
 from convkit.train import checkpoint
 from convkit.train.config import RESUMABLE, TrainConfig
@@ -305,18 +305,27 @@ class Run:
         if not isinstance(report, dict) or "clean_accuracy" not in report:
             raise ConfigError(f"{path}: damaged: not a robustness report; run `convkit "
                               f"robustness {self.root}` again")  # fmt: skip
-        if report.get("weights") != self._weights_signature():
+        if not self.has_weights or report.get("weights") != self.weights_signature():
             return None
         return report
 
-    def write_robustness(self, report: dict[str, Any]) -> None:
+    def write_robustness(self, report: dict[str, Any], weights: str) -> None:
+        """Save a report of the kept weights whose `weights_signature()` was `weights` when
+        they were loaded (a resume may have replaced them since: the report is then stale)."""
         with self._writing(self._path(ROBUSTNESS)):
-            write_json(self._path(ROBUSTNESS), {**report, "weights": self._weights_signature()})
+            write_json(self._path(ROBUSTNESS), {**report, "weights": weights})
 
-    def _weights_signature(self) -> str:
-        """Which kept weights a derived file belongs to: size and modification time."""
-        st = self._path(WEIGHTS).stat()
-        return f"{st.st_size}-{st.st_mtime_ns}"
+    def weights_signature(self) -> str:
+        """Which kept weights a derived file belongs to: the SHA-256 of model.safetensors (it
+        survives a copy of the folder; 0.3 s for ResNet-152's 240 MB)."""
+        h = hashlib.sha256()
+        try:
+            with open(self._path(WEIGHTS), "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self._path(WEIGHTS)}: {exc.strerror}") from None
+        return h.hexdigest()
 
     # ---- epochs --------------------------------------------------------------------------------
 
@@ -385,6 +394,13 @@ class Run:
         model = create_model(cfg.model, num_classes=len(classes), in_channels=c, input_size=(h, w))
         if cfg.permute_pixels:  # the run trained on shuffled pixels: every use shuffles them too
             attach_pixel_permutation(model, cfg.permute_pixels, (c, h, w))
+            kept = meta.get("pixel_permutation_sha256")
+            if kept is not None and kept != permutation_digest(model.pixel_permutation):
+                raise ConfigError(
+                    f"{path}: this PyTorch draws another pixel permutation from seed "
+                    f"{cfg.permute_pixels} than the one the run trained with; use the PyTorch "
+                    f"version in {self._path(RESULT)}"
+                )
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:

@@ -37,6 +37,7 @@ def compare_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 "permute_pixels": cfg.permute_pixels,
                 "test_accuracy": result.get("test_accuracy"),
                 "train_seconds": result.get("train_seconds"),
+                "robustness_test_images": (robust or {}).get("test_images"),
                 "shift_mean": shift.get("mean"),
                 "consistency": shift.get("consistency"),
                 "mean_corruption_error": corrupt.get("mean_error"),
@@ -54,8 +55,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"
 
-    header = ("run", "model", "params", "dataset", "test acc", "train s", "shift mean",
-              "consistency", "corr. error", "mCE")  # fmt: skip
+    header = ("run", "model", "params", "dataset", "test acc", "train s", "scored on",
+              "shift mean", "consistency", "corr. error", "mCE")  # fmt: skip
     lines = [header]
     for r in rows:
         model = r["model"] + (f" (permuted {r['permute_pixels']})" if r["permute_pixels"] else "")
@@ -65,6 +66,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 r["label"], model, f"{r['params']:,}" if r["params"] else "-", r["dataset"],
                 pct(r["test_accuracy"]),
                 "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}",
+                "-" if r["robustness_test_images"] is None
+                else f"{r['robustness_test_images']:,} images",
                 pct(r["shift_mean"]), pct(r["consistency"]), pct(r["mean_corruption_error"]), mce,
             )
         )  # fmt: skip

@@ -195,15 +195,25 @@ def mean_corruption_error(report: dict[str, Any], baseline: dict[str, Any]) -> d
     per = {}
     for name, errors in mine.items():
         b = base[name]
-        ce = sum(errors) / sum(b) if sum(b) > 0 else float("inf")
+        # A ratio with nothing to normalise by (the baseline made no errors under it, or no
+        # more than on clean images) is undefined: None, and left out of its mean.
+        ce = sum(errors) / sum(b) if sum(b) > 0 else None
         denom = sum(e - base_clean for e in b)
-        rel = sum(e - clean for e in errors) / denom if denom > 0 else float("nan")
+        rel = sum(e - clean for e in errors) / denom if denom > 0 else None
         per[name] = {"ce": ce, "relative_ce": rel}
+
+    def mean(key: str) -> float | None:
+        values = [v[key] for v in per.values() if v[key] is not None]
+        return float(np.mean(values)) if values else None
+
     return {
         "baseline": baseline["run"],
         "baseline_model": baseline["model"],
-        "mce": float(np.mean([v["ce"] for v in per.values()])),
-        "relative_mce": float(np.mean([v["relative_ce"] for v in per.values()])),
+        "mce": mean("ce"),
+        "relative_mce": mean("relative_ce"),
+        "left_out": {
+            key: [n for n, v in per.items() if v[key] is None] for key in ("ce", "relative_ce")
+        },
         "per_corruption": per,
     }
 
@@ -262,8 +272,10 @@ def check_tests(only: Sequence[str]) -> tuple[str, ...]:
 
 
 def default_max_shift(image_shape: tuple[int, int, int]) -> int:
-    """4 pixels for MNIST's 28x28 and CIFAR-10's 32x32; a seventh of the side elsewhere."""
-    return max(1, round(min(image_shape[1:]) / 7))
+    """4 pixels for MNIST's 28x28 and CIFAR-10's 32x32 (the issue's K); a seventh of the
+    shorter side elsewhere."""
+    side = min(image_shape[1:])
+    return 4 if side in (28, 32) else max(1, round(side / 7))
 
 
 def robustness(
@@ -322,8 +334,11 @@ def robustness(
     if images is not None:
         report["images"] = folder_test(scorer.predict, kept, images)
     seconds = time.perf_counter() - started
+    from convkit.train.provenance import provenance
+
     report.update(
-        definitions={k: v for k, v in DEFINITIONS.items()},
+        definitions=dict(DEFINITIONS),
+        **provenance(),
         seconds=seconds,
         images_scored=scorer.seen,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -352,8 +367,9 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("mean corruption error", pct(report["corruptions"]["mean_error"])))
     if "mce" in report:
         m = report["mce"]
-        rows.append((f"mCE vs {m['baseline_model']}", pct(m["mce"])))
-        rows.append((f"relative mCE vs {m['baseline_model']}", pct(m["relative_mce"])))
+        for key, what in (("mce", "mCE"), ("relative_mce", "relative mCE")):
+            figure = "undefined" if m[key] is None else pct(m[key])
+            rows.append((f"{what} vs {m['baseline_model']}", figure))
     if "images" in report:
         i = report["images"]
         rows.append((f"images in {i['folder']} ({i['count']})", pct(i["accuracy"])))
@@ -431,6 +447,7 @@ def run_robustness(
     from convkit.runs import Run, load_data
 
     run = Run.open(run_dir)
+    weights = run.weights_signature()  # before loading: the report belongs to these weights
     kept = run.kept_model()
     shape = kept.image_shape
     tests = check_tests(only) if only else TESTS
@@ -443,9 +460,10 @@ def run_robustness(
     if limit is not None and limit < 1:
         raise ConfigError(f"expected limit >= 1, received {limit}")
     base = _baseline(baseline, kept, run_dir) if baseline is not None else None
-    if base is not None and "corrupt" not in tests:
+    if base is not None and ("corrupt" not in tests or names == []):
         raise ConfigError(
-            "a baseline compares corruption errors (mCE): keep 'corrupt' in the tests"
+            "a baseline compares corruption errors (mCE): keep 'corrupt' in the tests and name "
+            "at least one corruption (or none, for the defaults)"
         )
     if images is not None and not Path(images).is_dir():
         raise ConfigError(f"--images {images}: not a folder; give a folder of class folders")
@@ -478,7 +496,7 @@ def run_robustness(
     report["pictures"] = (
         [str(p) for p in draw_robustness(report, test, folder, _title(kept))] if pictures else []
     )
-    run.write_robustness(report)
+    run.write_robustness(report, weights)
     return report
 
 

@@ -9,6 +9,8 @@ analyses) feeds it the same permuted pixels from the original images.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import nn
 
@@ -17,6 +19,12 @@ def pixel_permutation(seed: int, image_shape: tuple[int, int, int]) -> torch.Ten
     """The permutation of C*H*W positions that `seed` draws (the same on every machine)."""
     c, h, w = image_shape
     return torch.randperm(c * h * w, generator=torch.Generator().manual_seed(seed))
+
+
+def permutation_digest(permutation: torch.Tensor) -> str:
+    """SHA-256 of the permutation's int64 values: kept with the weights, so a later PyTorch
+    whose random numbers differ cannot silently shuffle another way."""
+    return hashlib.sha256(permutation.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def permute_pixels(x: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:

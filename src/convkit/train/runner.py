@@ -20,7 +20,11 @@ from convkit.data.arrays import channel_stats, shard_of, to_float
 from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart
 from convkit.errors import ConfigError
 from convkit.models import create_model
-from convkit.models.permute import attach_pixel_permutation, permute_pixels
+from convkit.models.permute import (
+    attach_pixel_permutation,
+    permutation_digest,
+    permute_pixels,
+)
 from convkit.models.tta import with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
@@ -227,10 +231,10 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         # A first layer fixed from the data (fine-tuning keeps the one it starts from; a
         # resumed run loads its own over this), from up to 5,000 training images as training
         # will see them.
-        sample = train_split.images[:5000]
-        if cfg.permute_pixels:  # as the model will see them
+        sample = to_float(train_split.images[:5000], **norm)
+        if cfg.permute_pixels:  # as the model sees them: normalised, then shuffled by its hook
             sample = permute_pixels(sample, model.pixel_permutation)
-        model.fit_whitening(to_float(sample, **norm))
+        model.fit_whitening(sample)
     model, step_model = engine.prepare(model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
     optimizer = build_optimizer(cfg, trainable, engine.device)
@@ -390,6 +394,8 @@ def _commit(s: Session, record: dict[str, Any]) -> None:
             classes=list(s.dataset.classes),
             image_shape=[c, h, w],
         )
+        if s.cfg.permute_pixels:
+            keep["pixel_permutation_sha256"] = permutation_digest(s.model.pixel_permutation)
     state = dict(
         config=s.cfg.to_dict(),
         epoch=record["epoch"],

@@ -111,6 +111,8 @@ def main() -> int:
     for model in PERMUTED:
         for perm in (0, 1):
             path = out / f"{model}-perm{perm}-seed{args.seed}"
+            if perm == 0 and model in runs:  # the plain run above is this one
+                path = runs[model]
             if not (path / "result.json").exists():
                 convkit("train", model, "--seed", str(args.seed), "--permute-pixels", str(perm),
                         "--out", str(path), "--quiet")  # fmt: skip
@@ -125,6 +127,14 @@ def main() -> int:
           "robustness s |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+
+    def ratio(mce: dict, key: str) -> str:
+        if not mce:
+            return "100% (baseline)"
+        left_out = mce.get("left_out", {}).get(key.replace("mce", "ce"), [])
+        note = f" (without {', '.join(left_out)})" if left_out else ""
+        return "undefined" if mce[key] is None else pct(mce[key]) + note
+
     for model, result, r, _ in rows:
         rot = {x["angle"]: x["accuracy"] for x in r["rotate"]}
         mce = r.get("mce") or {}
@@ -134,8 +144,7 @@ def main() -> int:
             f"{pct(r['shift']['by_distance'][-1]['accuracy'])} | "
             f"{pct(r['shift']['consistency'])} | "
             f"{pct(rot[-30.0])} / {pct(rot[30.0])} | {pct(r['corruptions']['mean_error'])} | "
-            f"{pct(mce['mce']) if mce else '100% (baseline)'} | "
-            f"{pct(mce['relative_mce']) if mce else '100% (baseline)'} | {r['seconds']:.1f} |"
+            f"{ratio(mce, 'mce')} | {ratio(mce, 'relative_mce')} | {r['seconds']:.1f} |"
         )
     print()
     print("| model | pixels | test accuracy | train s |")

@@ -33,6 +33,15 @@ def _emit_json(obj: Any) -> None:
     print(json.dumps(obj), flush=True)
 
 
+def _print_table(table: list, as_json: bool) -> None:
+    """A listing of convkit.api (the rows are what --json prints; its lines the text)."""
+    if as_json:
+        _emit_json(list(table))
+        return
+    for line in table.lines():
+        print(line)
+
+
 # ---- data ---------------------------------------------------------------------------------------
 
 
@@ -40,35 +49,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     from convkit.data import get_dataset_spec, list_datasets, load_dataset, locate
 
     if args.action == "list":
-        rows = []
-        for name in list_datasets():
-            spec = get_dataset_spec(name)
-            res = locate(spec, args.data_dir)
-            where = (
-                str(next(iter(res.paths.values())).parent)
-                if not res.missing
-                else f"{len(res.missing)} of {len(res.primary.source.files)} files missing"
-            )
-            rows.append(
-                {
-                    "name": name,
-                    "title": spec.title,
-                    "image_shape": list(spec.image_shape),
-                    "classes": len(spec.classes),
-                    "train": spec.train_size,
-                    "test": spec.test_size,
-                    "available": not res.missing,
-                    "where": where,
-                }
-            )
-        if args.json:
-            _emit_json(rows)
-        for r in rows if not args.json else []:
-            shape = "x".join(map(str, r["image_shape"]))
-            print(
-                f"{r['name']:<15} {r['title']:<40} {shape:<8} {r['train']:>6,} train "
-                f"{r['test']:>6,} test  {r['where']}"
-            )
+        from convkit.api import datasets
+
+        _print_table(datasets(args.data_dir), args.json)
         return 0
     if args.action == "check" and args.name and Path(args.name).is_dir():
         return _check_folder(args)
@@ -143,90 +126,35 @@ def _check_folder(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    import torch
+    from convkit.api import models
 
-    from convkit.models import create_model, list_models, model_info
-
-    rows = []
-    for name in list_models(args.pattern):
-        info = model_info(name)
-        with torch.device("meta"):  # shapes and counts need no arithmetic or memory
-            params = sum(p.numel() for p in create_model(name).parameters())
-        rows.append(
-            {
-                "name": name,
-                "family": info.family,
-                "params": params,
-                "input_shape": list(info.input_shape),
-                "num_classes": info.num_classes,
-                "description": info.description,
-            }
-        )
-    if args.json:
-        _emit_json(rows)
-        return 0
-    for r in rows:
-        shape = "x".join(map(str, r["input_shape"]))
-        print(f"{r['name']:<14} {r['family']:<8} {r['params']:>12,}  {shape:<9} {r['description']}")
+    _print_table(models(args.pattern), args.json)
     return 0
 
 
-def _shape_model(args: argparse.Namespace):
-    """The registered model named by args, built on the meta device for its input shape:
-    shapes and counts need no arithmetic or memory. Returns (model, (C, H, W))."""
-    import torch
-
-    from convkit.models import create_model, model_info
-
-    c, h, w = args.input_shape or model_info(args.model).input_shape
-    with torch.device("meta"):
-        model = create_model(
-            args.model, num_classes=args.num_classes, in_channels=c, input_size=(h, w)
-        )
-    return model, (c, h, w)
-
-
 def cmd_summary(args: argparse.Namespace) -> int:
-    from convkit.inspect import print_summary, summarize
+    from convkit.api import summary
 
-    model, shape = _shape_model(args)
-    summary = summarize(model, shape, args.model)
+    s = summary(args.model, input_shape=args.input_shape, num_classes=args.num_classes)
     if args.json:
-        _emit_json(summary.to_dict())
+        _emit_json(s.to_dict())
     else:
-        print_summary(summary)
+        print(s)
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from torch import nn
+    from convkit.api import explain
 
-    from convkit.inspect.arithmetic import explain, print_arithmetic
-    from convkit.models.layers import Conv2D, MaxPool, keras_sequential
-
-    if args.model in ("conv", "pool"):
-        if args.input_shape is None:
-            raise ConvkitError(f"`convkit explain {args.model}` needs --input-shape C,H,W")
-        c, h, w = args.input_shape
-        padding = int(args.padding) if args.padding.isdigit() else args.padding
-        try:
-            if args.model == "conv":
-                layer: nn.Module = Conv2D(
-                    c, args.filters, args.kernel, args.stride, padding, dilation=args.dilation
-                )
-            else:
-                layer = MaxPool(args.kernel, args.stride, padding)
-        except ValueError as exc:
-            raise ConvkitError(str(exc)) from None
-        model, name = keras_sequential([layer]), f"one {args.model} layer"
-    else:
-        model, (c, h, w) = _shape_model(args)
-        name = args.model
-    arithmetic = explain(model, (c, h, w), name)
+    arithmetic = explain(
+        args.model, input_shape=args.input_shape, num_classes=args.num_classes,
+        filters=args.filters, kernel=args.kernel, stride=args.stride, dilation=args.dilation,
+        padding=args.padding,
+    )  # fmt: skip
     if args.json:
         _emit_json(arithmetic.to_dict())
     else:
-        print_arithmetic(arithmetic)
+        print(arithmetic)
     return 0
 
 
@@ -296,31 +224,15 @@ def _add_setting_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> 
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from convkit.train import RECIPES
+    from convkit.api import recipes
 
-    rows = [
-        {
-            "name": r.name,
-            "description": r.description,
-            "target": r.target,
-            "measured": r.measured,
-            "settings": r.config().to_dict(),
-        }
-        for r in RECIPES.values()
-    ]
-    if args.json:
-        _emit_json(rows)
-        return 0
-    for r in rows:
-        print(f"{r['name']}: {r['description']}\n  target: {r['target']}")
-        if r["measured"]:
-            print(f"  measured: {r['measured']}")
+    _print_table(recipes(), args.json)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convkit.train import TrainConfig, get_recipe, resume, train
-    from convkit.train.config import read_config_file
+    from convkit.api import draw_curves, train_config
+    from convkit.train import TrainConfig, resume, train
     from convkit.train.engine import keep_freed_memory
     from convkit.train.progress import Progress
 
@@ -343,16 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
             result = resume(args.resume, overrides, started=_STARTED, **source)
         else:
-            if not args.recipe and not args.config:
-                raise ConvkitError("name a RECIPE (see `convkit recipes`) or give --config FILE")
-            layers = (
-                [(f"recipe {args.recipe}", get_recipe(args.recipe).settings_dict())]
-                if args.recipe
-                else []
-            )
-            if args.config:
-                layers.append((args.config, read_config_file(args.config)))
-            cfg = TrainConfig.layered([*layers, ("command line", overrides)])
+            cfg = train_config(args.recipe, config=args.config, settings=overrides)
             result = train(cfg, out=args.out, started=_STARTED, **source)
     except KeyboardInterrupt:
         print(
@@ -371,25 +274,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"total {result['seconds']:.1f}s)",
             flush=True,
         )
-    _draw_curves(result)  # after the result: matplotlib takes a second to load and draw
+    draw_curves(result)  # after the result: matplotlib takes a second to load and draw
     if not args.json:
         print(f"See what it learned: convkit inspect {result['run_dir']}")
     return 0
-
-
-def _draw_curves(result: dict[str, Any]) -> None:
-    """curves.png in the run folder: drawing is the front end's job, not training's."""
-    from convkit.inspect.plots import plot_training_curves  # matplotlib loads only here
-    from convkit.runs import Run
-
-    run = Run(result["run_dir"])
-    title = f"{result['recipe'] or result['model']} on {result['dataset']}"
-    try:
-        plot_training_curves(
-            run.history(), run.curves, title=title, best_epoch=result["best_epoch"]
-        )
-    except OSError as exc:  # the run itself is complete; the picture can be drawn again
-        print(f"convkit: could not draw {run.curves} ({exc.strerror})", file=sys.stderr)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -404,8 +292,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(result)
     else:
-        print(f"{result['model']} on {result['dataset']} test set: loss {result['test_loss']:.4f}")
-        print(f"Test accuracy: {100 * result['test_accuracy']:.4f}%")
+        from convkit.api import Evaluation
+
+        print(Evaluation(result))
     return 0
 
 

@@ -48,7 +48,7 @@ def load_image(
     before decoding (above 2 x PIL.Image.MAX_IMAGE_PIXELS, ~179 M, Pillow refuses it too).
     Returns the original (for showing), the converted uint8 array (C, H, W), and a line that
     says what was done."""
-    from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     c, h, w = image_shape
@@ -69,23 +69,7 @@ def load_image(
                 im.seek(0)
                 steps.append("first frame")
             im.load()
-            original_mode = im.mode
-            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-            if orientation in range(2, 9):  # 1 is upright; 2..8 mirror and/or turn
-                ImageOps.exif_transpose(im, in_place=True)  # as the camera was held
-                steps.append(f"turned upright (EXIF orientation {orientation})")
-            if im.mode in _WIDE:
-                im, note = _to_8bit(im)
-                original_mode = "L"
-                steps.append(note)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im if im.mode == "RGBA" else im.convert("RGBA")
-                im = Image.new("RGB", im.size, (255, 255, 255))
-                im.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white,
-                del rgba  # as a viewer shows them
-            rgb = im if im.mode == "RGB" else im.convert("RGB")  # no copy made when it is RGB
-            shown = np.asarray(rgb)
-            converted = rgb if c == 3 else im.convert("L")
+            shown, converted, original_mode = _decoded(im, c, steps)
     except ConfigError:
         raise
     except UnidentifiedImageError:
@@ -101,6 +85,104 @@ def load_image(
             f"{path} is a damaged image file, or one Pillow cannot convert "
             f"({type(exc).__name__}: {exc})"
         ) from None
+    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame)
+    return {
+        "path": str(path),
+        "original": shown,
+        "converted": array,
+        "conversion": " -> ".join(steps),
+    }
+
+
+def convert_image(
+    image: Any,
+    image_shape: tuple[int, int, int],
+    *,
+    name: str = "image",
+    invert_light: bool = True,
+    digit_frame: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> dict[str, Any]:
+    """An image already in memory, a PIL image or a uint8 array (H, W), (H, W, 3) or (H, W, 4),
+    converted exactly as `load_image` converts a file (from the decoded pixels on); `name`
+    stands for the path in the result and in errors."""
+    from PIL import Image
+
+    c = image_shape[0]
+    if c not in (1, 3):
+        raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ConfigError(
+                f"{name}: expected uint8 pixels 0..255 (as images are stored), received dtype "
+                f"{image.dtype}; convert with (x * 255).round().astype('uint8') if it holds 0..1"
+            )
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise ConfigError(
+                f"{name}: expected an image array (H, W), (H, W, 3) or (H, W, 4), received "
+                f"shape {tuple(image.shape)}"
+            )
+        image = Image.fromarray(np.ascontiguousarray(image))
+    elif not isinstance(image, Image.Image):
+        raise ConfigError(
+            f"{name}: expected a PIL image or a uint8 array, received {type(image).__name__}"
+        )
+    _check_pixels(Path(name), image.size, max_pixels)
+    steps = [f"{image.size[0]}x{image.size[1]} {image.mode}"]
+    try:
+        shown, converted, original_mode = _decoded(image, c, steps, in_place=False)
+    except Exception as exc:
+        raise ConfigError(
+            f"{name}: Pillow cannot convert this image ({type(exc).__name__}: {exc})"
+        ) from None
+    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame)
+    return {"path": name, "original": shown, "converted": array, "conversion": " -> ".join(steps)}
+
+
+def _decoded(im, c: int, steps: list[str], in_place: bool = True) -> tuple[np.ndarray, Any, str]:
+    """A decoded image made upright, 8-bit and opaque, then grey (c = 1) or RGB: (the RGB pixels
+    for showing, the converted PIL image, the mode it was in). Appends what it did to `steps`.
+    A photo is turned upright in place (no copy) unless `in_place` is False (a caller's image)."""
+    from PIL import ExifTags, Image, ImageOps
+
+    original_mode = im.mode
+    orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    if orientation in range(2, 9):  # 1 is upright; 2..8 mirror and/or turn
+        if in_place:
+            ImageOps.exif_transpose(im, in_place=True)  # as the camera was held
+        else:
+            im = ImageOps.exif_transpose(im)
+        steps.append(f"turned upright (EXIF orientation {orientation})")
+    if im.mode in _WIDE:
+        im, note = _to_8bit(im)
+        original_mode = "L"
+        steps.append(note)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")
+        im = Image.new("RGB", im.size, (255, 255, 255))
+        im.paste(rgba, mask=rgba.getchannel("A"))  # transparent pixels become white,
+        del rgba  # as a viewer shows them
+    rgb = im if im.mode == "RGB" else im.convert("RGB")  # no copy made when it is RGB
+    shown = np.asarray(rgb)
+    converted = rgb if c == 3 else im.convert("L")
+    return shown, converted, original_mode
+
+
+def _fitted(
+    converted,
+    original_mode: str,
+    image_shape: tuple[int, int, int],
+    steps: list[str],
+    invert_light: bool,
+    digit_frame: bool,
+) -> np.ndarray:
+    """The grey or RGB image as the dataset stores images: inverted to light on dark for grey
+    runs when its background is light, framed as MNIST's digits or resized; uint8 (C, H, W)."""
+    from PIL import Image
+
+    c, h, w = image_shape
     if converted.mode != original_mode:
         steps.append("grey" if c == 1 else "RGB")
     if c == 1 and invert_light:
@@ -121,12 +203,7 @@ def load_image(
         array = array[None] if c == 1 else array.transpose(2, 0, 1)
         if (w, h) != converted.size:
             steps.append(f"resized to {w}x{h}")
-    return {
-        "path": str(path),
-        "original": shown,
-        "converted": array,
-        "conversion": " -> ".join(steps),
-    }
+    return array
 
 
 def conversion_options(dataset: str, image_shape: tuple[int, int, int]) -> dict[str, bool]:

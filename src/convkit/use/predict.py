@@ -4,7 +4,10 @@ web page use too), in batches, with the top classes by name.
 
 A run folder predicts with PyTorch; an exported .onnx file predicts with onnxruntime alone (this
 module imports torch only for a run folder). A file that cannot be read is reported by name
-and reason, and every other file is still predicted.
+and reason, and every other file is still predicted. The Python API (`Run.predict`) also gives
+images in memory, PIL images and arrays: `collect_inputs` turns them into `ImageInput`s, which
+`predict_files` converts by the same function from the decoded pixels on
+(convkit.data.images.convert_image).
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import glob
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convkit.data.images import MAX_PIXELS, conversion_options, load_image
+from convkit.data.images import MAX_PIXELS, conversion_options, convert_image, load_image
 from convkit.errors import ConfigError, ConvkitError
 
 # Files a folder search picks up (named files are tried whatever their name).
@@ -34,6 +37,7 @@ class Prediction:
     file: str
     top: list[tuple[str, float]]  # (class, probability), most probable first
     conversion: str  # what was done to the file to make the model's input
+    image: np.ndarray | None = field(default=None, repr=False)  # that input, uint8 (C, H, W)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,19 +133,98 @@ def find_images(paths: list[str]) -> tuple[list[Path], list[Failure]]:
     return list(files), missing
 
 
+@dataclass
+class ImageInput:
+    """An image given in memory: a PIL image, an image array (H, W), (H, W, 3) or (H, W, 4), or
+    an array that is the model's input already (C, H, W) uint8 (`stored`), and its name."""
+
+    name: str
+    image: Any
+    stored: bool = False
+
+
+def collect_inputs(
+    inputs: Any, image_shape: tuple[int, int, int]
+) -> tuple[list[Path | ImageInput], list[Failure]]:
+    """What `Run.predict` takes, as the items `predict_files` predicts, in order: paths (files,
+    folders, globs; str or Path, expanded as the command line expands them), PIL images, and
+    uint8 arrays: an image (H, W), (H, W, 3), (H, W, 4), the model's input (C, H, W), or a
+    batch of either (N, ...); a list or tuple of any of these. A wrong-shaped array is an
+    error that names its shape and what would fit."""
+    items: list[Path | ImageInput] = []
+    failures: list[Failure] = []
+    count = [0]
+
+    def name() -> str:
+        count[0] += 1
+        return f"image {count[0] - 1}"
+
+    def add(x: Any, top: bool) -> None:
+        if isinstance(x, (str, os.PathLike)):
+            found, missing = find_images([str(x)])
+            items.extend(found)
+            failures.extend(missing)
+        elif isinstance(x, np.ndarray) or type(x).__name__ == "Tensor":
+            items.extend(_array_inputs(np.asarray(x), image_shape, name))
+        elif isinstance(x, (list, tuple)) and top:
+            for element in x:
+                add(element, False)
+        elif type(x).__module__.startswith("PIL."):
+            items.append(ImageInput(getattr(x, "filename", "") or name(), x))
+        else:
+            raise ConfigError(
+                f"cannot predict a {type(x).__name__}: give image paths (files, folders, globs), "
+                "PIL images or uint8 image arrays, or a list of them"
+            )
+
+    add(inputs, True)
+    return items, failures
+
+
+def _array_inputs(
+    a: np.ndarray, image_shape: tuple[int, int, int], name: Callable[[], str]
+) -> list[ImageInput]:
+    c, h, w = image_shape
+    shape = tuple(a.shape)
+    expected = (
+        f"expected uint8 pixels: an image (H, W), (H, W, 3) or (H, W, 4), the model's input "
+        f"(C, H, W) = ({c}, {h}, {w}), or a batch of them (N, ...); received"
+    )
+    if a.dtype != np.uint8:
+        raise ConfigError(
+            f"{expected} dtype {a.dtype} (shape {shape}); images hold 0..255 as uint8: convert "
+            "with (x * 255).round().astype('uint8') if yours hold 0..1"
+        )
+    if shape == (c, h, w):
+        return [ImageInput(name(), a, stored=True)]
+    if a.ndim in (1, 2) and shape[-1] == c * h * w and shape[0] != h:  # the MLP's input
+        raise ConfigError(
+            f"{expected} shape {shape}: flattened images? reshape them to (N, {c}, {h}, {w})"
+        )
+    if a.ndim == 2 or (a.ndim == 3 and shape[-1] in (1, 3, 4)):
+        return [ImageInput(name(), a)]
+    if a.ndim == 4 and shape[1:] == (c, h, w):
+        return [ImageInput(name(), x, stored=True) for x in a]
+    if a.ndim == 3 and c == 1 and shape[1:] == (h, w):  # (N, H, W): grey images as stored
+        return [ImageInput(name(), x[None], stored=True) for x in a]
+    if a.ndim == 4 and shape[-1] in (1, 3, 4):  # (N, H, W, C): images of any size
+        return [ImageInput(name(), x) for x in a]
+    raise ConfigError(f"{expected} shape {shape}")
+
+
 def _decode_threads(files: list[Path], sample: int = 64) -> int:
     """Threads for decoding: Pillow releases the GIL while it decodes, which pays for photos;
     small files (a 28x28 PNG decodes in ~0.1 ms) are faster in one thread, where the Python
     around each decode is not fighting over the GIL (10,000 MNIST PNGs: 3,020 images/s with
     one thread, 2,300 with two or four, measured on 2 cores)."""
-    sizes = [f.stat().st_size for f in files[:sample] if f.is_file()]
+    sizes = [f.stat().st_size for f in files[:sample] if isinstance(f, Path) and f.is_file()]
     big = sizes and sum(sizes) / len(sizes) > 256 * 1024
     return min(4, os.cpu_count() or 1) if big else 1
 
 
 def predict_files(
     predictor: Predictor,
-    files: list[Path],
+    files: list[Path | ImageInput],
     *,
     top_k: int = 5,
     batch_size: int = 256,
@@ -149,18 +232,26 @@ def predict_files(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[Prediction | Failure]:
-    """Predict `files` in batches, in order: a Prediction or a Failure for each."""
+    """Predict `files` in batches, in order: a Prediction or a Failure for each. Files are read
+    and converted by `load_image`; images given in memory (ImageInput) by `convert_image`, the
+    same conversion, or taken as they are when they are the model's input already."""
     if top_k < 1:
         raise ConfigError(f"expected --top-k >= 1, received {top_k}")
     k = min(top_k, len(predictor.classes))
 
-    def load(path: Path) -> dict[str, Any] | Failure:
+    def load(item: Path | ImageInput) -> dict[str, Any] | Failure:
+        shape, options = predictor.image_shape, predictor.options
         try:
-            return load_image(
-                path, predictor.image_shape, max_pixels=max_pixels, **predictor.options
+            if not isinstance(item, ImageInput):
+                return load_image(item, shape, max_pixels=max_pixels, **options)
+            if item.stored:
+                what = "as given: the model's input " + "x".join(map(str, shape))
+                return {"path": item.name, "converted": item.image, "conversion": what}
+            return convert_image(
+                item.image, shape, name=item.name, max_pixels=max_pixels, **options
             )
         except ConvkitError as exc:
-            return Failure(str(path), str(exc))
+            return Failure(str(item if isinstance(item, Path) else item.name), str(exc))
 
     if workers is None:
         workers = _decode_threads(files)
@@ -182,6 +273,6 @@ def predict_files(
                 row += 1
                 order = np.argsort(-p, kind="stable")[:k]
                 top = [(predictor.classes[i], float(p[i])) for i in order]
-                yield Prediction(item["path"], top, item["conversion"])
+                yield Prediction(item["path"], top, item["conversion"], item["converted"])
             if progress:
                 progress(len(loaded))

@@ -66,7 +66,8 @@ def calibrated(model: nn.Module, images: torch.Tensor) -> nn.Module:
     with torch.no_grad():
         model.train()(x)
         spread = model.eval()(x).std()
-        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        # The last layer with weights: a Linear, or the 1x1 convolution of a GAP network.
+        head = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
         head.weight.mul_(2 / spread)
         if head.bias is not None:
             head.bias.mul_(2 / spread)

@@ -248,8 +248,10 @@ def test_report_for_a_cnn_references_only_files_that_exist(cnn_run, real_cifar, 
     report = _check_report(out)
     sections = report["sections"]
     assert set(sections) == {"curves", "confusion", "mistakes", "filters", "features",
-                             "patches", "attention"}  # fmt: skip
-    assert all("note" not in s for s in sections.values())
+                             "patches", "attention", "robustness"}  # fmt: skip
+    # Every section drew, except robustness: never computed unasked in a full report.
+    assert all("note" not in s for name, s in sections.items() if name != "robustness")
+    assert "convkit robustness" in sections["robustness"]["note"]
     assert sum(map(sum, sections["confusion"]["data"]["matrix"])) == 300
     assert sections["filters"]["data"]["shape"] == [16, 3, 2, 2]
     assert len(sections["features"]["images"]) == 2  # the file and test image 3

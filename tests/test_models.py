@@ -42,6 +42,11 @@ CANONICAL = {
     # convkit's own small-image designs (no outside reference: these guard against changes)
     "mnist-cnn": 80_202,  # 416 + 12,832 + 65,664 + 1,290
     "mnist-fast": 29_178,  # 144 + 32 + 4,608 + 64 + 18,432 + 128 + 5,770
+    "mnist-cnn-aa": 80_202,  # mnist-cnn's: BlurPool's blur is a fixed buffer, not a parameter
+    # 3x3 convs 16, 16 | 32, 32 | 64 with BatchNorm (2 parameters a channel), a 1x1 conv to 10:
+    # 160 + 32 + 2,320 + 32 + 4,640 + 64 + 9,248 + 64 + 18,496 + 128 + 650
+    "mnist-gap": 35_834,
+    "mnist-gap-aa": 35_834,
     "cifar10-quick": 33_946,  # 432 + 32 + 4,608 + 64 + 18,432 + 128 + 10,250
     # airbench's network: whitening 312 + blocks 50,944 + 738,304 + 1,180,672 + classifier 2,560
     # (BatchNorm counts its fixed scales too)
@@ -152,7 +157,14 @@ def test_unknown_model_names_the_known_ones():
 
 
 def test_list_models_filters_by_pattern():
-    assert list_models("mnist-*") == ["mnist-cnn", "mnist-fast", "mnist-mlp"]
+    assert list_models("mnist-*") == [
+        "mnist-cnn",
+        "mnist-cnn-aa",
+        "mnist-fast",
+        "mnist-gap",
+        "mnist-gap-aa",
+        "mnist-mlp",
+    ]
     assert list_models("nothing-*") == []
 
 

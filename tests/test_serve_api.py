@@ -485,9 +485,9 @@ def test_robustness_results_and_their_pictures(runs, data, static, tmp_path):
             c.get("/api/compare/robustness.png?runs=r99"), 400
         )
         # a report of some tests only: the curves it has, no grid
-        mlp = Run(tmp_path / "mlp")
-        mlp.write_robustness(
-            {k: v for k, v in report.items() if k != "shift"}, mlp.weights_signature()
+        mlp_run = Run(tmp_path / "mlp")
+        mlp_run.write_robustness(
+            {k: v for k, v in report.items() if k != "shift"}, mlp_run.weights_signature()
         )
         assert "have no shift test" in error_of(c.get(f"/api/runs/{mlp}/shift.png"), 404)
         assert is_png(c.get(f"/api/runs/{mlp}/robustness.png"))

@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from convkit.inspect.trace import trace
-from convkit.models.layers import Conv2D, GlobalAvgPool, MaxPool, layer_pads
+from convkit.models.layers import BlurPool, Conv2D, GlobalAvgPool, MaxPool, layer_pads
 
 Pair = tuple[int, int]
 SHORTCUT_NAMES = ("downsample", "shortcut")
@@ -79,6 +79,10 @@ def _window(
     """(kernel, stride, dilation, pads) of a sliding-window layer at input (h, w), else None."""
     if isinstance(m, (Conv2D, MaxPool)):
         return _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation), m.pads(h, w)
+    if isinstance(m, BlurPool):
+        # A 2x2 max at stride 1, then a 3x3 blur at stride 2 over one reflected pixel a side:
+        # together a 4x4 window at stride 2 padded by 1 (output floor(n / 2), as MaxPool(2)).
+        return (4, 4), (2, 2), (1, 1), (1, 1, 1, 1)
     if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         k, s = _pair(m.kernel_size), _pair(m.stride)
         d = _pair(getattr(m, "dilation", 1))
@@ -116,6 +120,8 @@ def _macs(m: nn.Module, out_shape: tuple[int, ...]) -> int:
         return math.prod(out_shape) * (m.in_channels // m.groups) * kh * kw
     if isinstance(m, nn.Linear):
         return m.in_features * m.out_features
+    if isinstance(m, BlurPool):  # the blur: one 3x3 filter per channel (a depthwise convolution)
+        return math.prod(out_shape) * 9
     return 0
 
 

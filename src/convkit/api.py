@@ -43,20 +43,9 @@ if TYPE_CHECKING:
 
     from convkit.train.config import TrainConfig
 
-__all__ = [
-    "Dataset",
-    "Run",
-    "compare",
-    "datasets",
-    "explain",
-    "load",
-    "load_dataset",
-    "models",
-    "recipes",
-    "show",
-    "summary",
-    "train",
-]
+from convkit import _API  # noqa: E402  (the front door's names, listed once)
+
+__all__ = list(_API)
 
 
 # ---- names ---------------------------------------------------------------------------------------

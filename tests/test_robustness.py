@@ -189,22 +189,21 @@ QUICK = ["--limit", "2000", "--epochs", "1", "--precision", "fp32", "--quiet"]
 LONGER = ["--limit", "6000", "--epochs", "2", "--precision", "fp32", "--quiet"]
 
 
+def trained(tmp_path_factory, real_data, recipe: str) -> Path:
+    out = tmp_path_factory.mktemp("runs") / recipe
+    args = ["train", recipe, *LONGER, "--out", str(out), "--data-dir", str(real_data)]
+    assert main(args) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory, real_data):
-    out = tmp_path_factory.mktemp("runs") / "mlp"
-    assert (
-        main(["train", "mnist-mlp", *LONGER, "--out", str(out), "--data-dir", str(real_data)]) == 0
-    )
-    return out
+    return trained(tmp_path_factory, real_data, "mnist-mlp")
 
 
 @pytest.fixture(scope="module")
 def cnn_run(tmp_path_factory, real_data):
-    out = tmp_path_factory.mktemp("runs") / "cnn"
-    assert (
-        main(["train", "mnist-cnn", *LONGER, "--out", str(out), "--data-dir", str(real_data)]) == 0
-    )
-    return out
+    return trained(tmp_path_factory, real_data, "mnist-cnn")
 
 
 def robustness_json(capsys, *args) -> dict:

@@ -216,10 +216,13 @@ def test_the_centre_of_the_grid_is_the_runs_test_accuracy_exactly(
     mlp_run, real_data, capsys, tmp_path
 ):
     report = robustness_json(capsys, mlp_run, "--only", "shift", "--max-shift", "1",
-                             "--data-dir", real_data, "--out", tmp_path / "pics")  # fmt: skip
+                             "--sample", "all", "--data-dir", real_data,
+                             "--out", tmp_path / "pics")  # fmt: skip
     measured = evaluate_run(mlp_run, data_dir=real_data, log=lambda m: None)["test_accuracy"]
     assert report["shift"]["grid"][1][1] == measured == report["clean_accuracy"]
-    assert report["test_images"] == 10_000 and report["images_scored"] == 10 * 10_000
+    # The clean images are scored once: the centre cell reuses them.
+    assert report["test_images"] == 10_000 and report["images_scored"] == 9 * 10_000
+    assert report["sample"]["images"] == 10_000 and report["sample"]["clean_accuracy"] == measured
     assert 0 <= report["shift"]["consistency"] <= 1 and "consistency" in report["definitions"]
     assert Run(mlp_run).robustness()["shift"] == report["shift"]  # saved for compare and the page
     assert {Path(p).name for p in report["pictures"]} == {
@@ -227,6 +230,37 @@ def test_the_centre_of_the_grid_is_the_runs_test_accuracy_exactly(
         "curves.png",
         "examples.png",
     }
+
+
+def test_by_default_the_copies_are_made_from_a_seeded_sample_and_clean_stays_whole(
+    mlp_run, real_data, capsys, tmp_path
+):
+    from convkit.inspect.robustness import SAMPLE, Scorer, sample_indices
+
+    report = robustness_json(capsys, mlp_run, "--only", "shift", "--max-shift", "1",
+                             "--seed", "3", "--data-dir", real_data,
+                             "--out", tmp_path / "pics")  # fmt: skip
+    measured = evaluate_run(mlp_run, data_dir=real_data, log=lambda m: None)["test_accuracy"]
+    assert report["clean_accuracy"] == measured and report["test_images"] == 10_000
+    assert report["sample"] == {**report["sample"], "images": SAMPLE, "of": 10_000, "seed": 3}
+    assert report["images_scored"] == 10_000 + 8 * SAMPLE
+    # The sample, recomputed independently: 5,000 distinct indices drawn from the seed, the same
+    # for every run (so mCE compares the same images), scored by the run's own scorer.
+    index = sample_indices(10_000, SAMPLE, seed=3)
+    assert len(set(index.tolist())) == SAMPLE and torch.equal(
+        index, sample_indices(10_000, SAMPLE, seed=3)
+    )
+    assert not torch.equal(index, sample_indices(10_000, SAMPLE, seed=4))
+    run = Run(mlp_run)
+    kept = run.kept_model()
+    from convkit.runs import load_data
+
+    test = load_data(kept.cfg, data_dir=real_data)[0].test
+    right = Scorer(kept).predict(test.images[index]) == test.labels[index]
+    assert report["sample"]["clean_accuracy"] == pytest.approx(float(right.double().mean()))
+    assert report["shift"]["grid"][1][1] == report["sample"]["clean_accuracy"]
+    lines = dict(R.summary_rows(report))
+    assert f"on the {SAMPLE:,} the copies are made from" in " ".join(lines)
 
 
 def test_the_mlp_loses_more_to_shifts_than_the_cnn_and_compare_shows_both(
@@ -273,6 +307,11 @@ def test_bad_input_gets_one_clear_error_and_nothing_is_written(
 
     assert "max_shift < 28" in refused("--max-shift", "28", "--data-dir", real_data)
     assert "unknown test 'blur'" in refused("--only", "shift,blur")
+    for bad in ("0", "most"):  # refused by the parser: usage and the reason, exit status 2
+        with pytest.raises(SystemExit) as stop:
+            main(["robustness", str(mlp_run), "--sample", bad])
+        assert stop.value.code == 2
+        assert f"or all, received {bad!r}" in capsys.readouterr().err
     err = refused("--corruptions", "gausian_noise")
     assert "gausian_noise" in err and "gaussian_noise" in err  # the close match is suggested
     # A run whose test set cannot be found (nothing downloaded here).

@@ -277,9 +277,16 @@ def test_the_parsers_copies_of_names_and_limits_agree_with_their_modules():
     from convkit import cli
     from convkit.data.images import MAX_PIXELS
     from convkit.inspect.report import SECTIONS
+    from convkit.inspect.robustness import SAMPLE
 
     assert cli.INSPECT_SECTIONS == SECTIONS
     assert cli.MAX_PIXELS == MAX_PIXELS
+    assert cli.SAMPLE == SAMPLE
+    import inspect
+
+    from convkit.api import Run
+
+    assert inspect.signature(Run.robustness).parameters["sample"].default == SAMPLE
 
 
 def test_training_and_resuming_never_import_torch_dynamo(tmp_path):

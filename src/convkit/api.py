@@ -1085,26 +1085,32 @@ class Run:
         baseline: str | Path | Run | None = None,
         images: str | Path | None = None,
         seed: int = 0,
+        sample: int | str = 5_000,
         limit: int | None = None,
         out: str | Path | None = None,
         pictures: bool = True,
     ) -> Robustness:
         """The kept model on moved, turned, resized and corrupted copies of its test set
         (`convkit robustness`): `only` some of shift, rotate, scale, corrupt (a list, or
-        comma-separated); saved as RUN/robustness.json with pictures in `out` (default
-        RUN/robustness), and shown as its table and pictures."""
-        from convkit.inspect.robustness import run_robustness
+        comma-separated); copies made from `sample` test images drawn at random ("all": every
+        one; the clean accuracy is always on the whole test set); saved as
+        RUN/robustness.json with pictures in `out` (default RUN/robustness), and shown as its
+        table and pictures."""
+        from convkit.inspect.robustness import check_sample, run_robustness
 
         self._needs_registered_data("robustness")
         if limit is not None and limit < 1:
             raise ConfigError(f"expected --limit >= 1, received {limit}")
+        if isinstance(sample, str) and sample.strip().lower() == "all":
+            sample = None
+        check_sample(sample)  # type: ignore[arg-type]
         pyplot()
         report = run_robustness(
             self.path, out=out, only=_names(only), max_shift=max_shift,
             corruptions=_names(corruptions), angles=angles, scales=scales,
             baseline=baseline.path if isinstance(baseline, Run) else baseline, images=images,
-            seed=seed, limit=limit, data_dir=self.data_dir, download=self.download,
-            pictures=pictures, log=print,
+            seed=seed, sample=sample, limit=limit, data_dir=self.data_dir,
+            download=self.download, pictures=pictures, log=print,
         )  # fmt: skip
         return Robustness(report)
 

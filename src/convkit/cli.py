@@ -344,6 +344,20 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def _sample(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of test images >= 1 or all, received {text!r}"
+        )
+    return value
+
+
 def cmd_robustness(args: argparse.Namespace) -> int:
     from convkit.inspect.robustness import run_robustness, summary_rows
 
@@ -355,7 +369,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         max_shift=args.max_shift,
         corruptions=None if args.corruptions is None else _csv(args.corruptions),
         angles=args.angles, scales=args.scales, baseline=args.baseline, images=args.images,
-        seed=args.seed, limit=args.limit, data_dir=args.data_dir,
+        seed=args.seed, sample=args.sample, limit=args.limit, data_dir=args.data_dir,
         download=not args.no_download, log=log,
     )  # fmt: skip
     if args.json:
@@ -514,6 +528,7 @@ INSPECT_SECTIONS = (
     "robustness",
 )
 MAX_PIXELS = 50_000_000  # convkit.data.images.MAX_PIXELS, likewise
+SAMPLE = 5_000  # convkit.inspect.robustness.SAMPLE, likewise
 
 
 def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
@@ -747,7 +762,12 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
                    help="a run of the same dataset: report mCE and relative mCE against it")  # fmt: skip
     p.add_argument("--images", metavar="FOLDER",
                    help="also score a folder of class folders (e.g. other writers' digits)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed of the random transforms (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random transforms and the sample (default 0)")  # fmt: skip
+    p.add_argument("--sample", type=_sample, default=SAMPLE, metavar="N|all",
+                   help=f"make the transformed copies from N test images drawn at random "
+                   f"(default {SAMPLE:,}; the clean accuracy is always on the whole test set); "
+                   "all: from every test image, so the grid's centre is the test accuracy")  # fmt: skip
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N test images (default: all)")  # fmt: skip
     p.add_argument("--out", help="picture folder (default: RUN/robustness)")

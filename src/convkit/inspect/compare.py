@@ -37,7 +37,7 @@ def compare_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
                 "permute_pixels": cfg.permute_pixels,
                 "test_accuracy": result.get("test_accuracy"),
                 "train_seconds": result.get("train_seconds"),
-                "robustness_test_images": (robust or {}).get("test_images"),
+                "robustness_test_images": scored_on(robust),
                 "shift_mean": shift.get("mean"),
                 "consistency": shift.get("consistency"),
                 "mean_corruption_error": corrupt.get("mean_error"),
@@ -47,6 +47,13 @@ def compare_runs(paths: list[str | Path]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def scored_on(report: dict[str, Any] | None) -> int | None:
+    """How many test images a robustness report made its transformed copies from."""
+    if not report:
+        return None
+    return (report.get("sample") or {}).get("images", report.get("test_images"))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

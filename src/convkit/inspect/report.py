@@ -345,12 +345,19 @@ def section_robustness(ctx: ReportContext) -> SectionResult | Note:
     return SectionResult(
         images=images,
         caption="The kept model on moved, turned, resized and corrupted copies of its test set "
-        f"({report['test_images']:,} images, seed {report['seed']}). The heat map gives the "
-        "accuracy for every shift (dx, dy); its centre is the plain test set. A model that "
+        f"({_copies_of(report)}, seed {report['seed']}). The heat map gives the "
+        "accuracy for every shift (dx, dy); its centre is the images unmoved. A model that "
         "flattens the image early (an MLP, or a CNN with a dense head) falls off quickly away "
         f"from the centre. {lines}.",
         data=report,
     )
+
+
+def _copies_of(report: dict[str, Any]) -> str:
+    n, sample = report["test_images"], report.get("sample") or {}
+    if sample.get("images", n) < n:
+        return f"copies of {sample['images']:,} of its {n:,} images, drawn at random"
+    return f"{n:,} images"
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,23 @@ def test_batches_augment_only_when_asked():
     g = torch.Generator().manual_seed(0)
     augmented = torch.cat([x for x, _ in Batches(split, 4, augment=CropFlip(2, g))])
     assert not torch.equal(augmented, plain) and augmented.shape == plain.shape
+
+
+def test_translate_shifts_within_a_tenth_of_the_side_and_never_mirrors():
+    from convkit.data.augment import translate_pad
+    from convkit.data.geometry import translate
+
+    assert translate_pad((1, 28, 28)) == 3 and translate_pad((3, 32, 32)) == 4
+    assert translate_pad((3, 5, 64)) == 1
+    g = torch.Generator().manual_seed(0)
+    image = torch.arange(1, 28 * 28 + 1, dtype=torch.int64).reshape(1, 1, 28, 28)
+    image = (image % 251 + 1).to(torch.uint8)  # no zeros, no symmetry: every shift is unique
+    batch = image.repeat(200, 1, 1, 1)
+    out = CropFlip(3, g, flip=False)(batch, torch.arange(200), 1)
+    shifts = {(dx, dy): translate(image, dx, dy) for dx in range(-3, 4) for dy in range(-3, 4)}
+    seen = set()
+    for x in out:
+        match = [k for k, v in shifts.items() if torch.equal(v[0], x)]
+        assert len(match) == 1  # a shift by up to 3 pixels, zeros in; a mirror would match none
+        seen.add(match[0])
+    assert len(seen) > 30  # the shifts are drawn, not fixed

@@ -95,3 +95,35 @@ def test_data_check_reports_classes_counts_and_unreadable_files(tmp_path, capsys
 def test_image_size_needs_a_folder(capsys):
     assert main(["train", "cifar10-cnn", "--image-size", "64"]) == 2
     assert "give --data with it" in capsys.readouterr().err
+
+
+def test_a_folder_gets_a_planned_length_and_augmentation_unless_the_user_says(tmp_path):
+    from convkit.api import train_config
+
+    folder = str(tmp_path)
+    cfg = train_config("mnist-cnn", settings={"data": folder})
+    # The recipe's own steps: 8 epochs over MNIST's 48,000 training images at batch 128.
+    assert cfg.plan_steps == 8 * 375 and cfg.augment == "translate"  # digits: never mirrored
+    assert train_config("cifar10-cnn", settings={"data": folder}).augment == "crop-flip"
+    mine = train_config("mnist-cnn", settings={"data": folder, "epochs": 5, "augment": "none"})
+    assert mine.plan_steps == 0 and mine.epochs == 5 and mine.augment == "none"
+    assert train_config("cifar10-fast", settings={"data": folder}).augment == "flip-translate"
+    plain = train_config("mnist-cnn")  # the recipe's own dataset: as the recipe says
+    assert plain.plan_steps == 0 and plain.augment == "none" and plain.epochs == 8
+
+
+def test_a_planned_run_says_its_plan_records_it_and_resumes_with_it(tmp_path, capsys):
+    folder = colour_folder(tmp_path / "colours", n_per_class=20)
+    run_dir = tmp_path / "run"
+    code = main(["train", "cifar10-cnn", "--data", str(folder), "--plan-steps", "12",
+                 "--batch-size", "8", "--patience", "0", "--out", str(run_dir)])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    # 60 images, 12 tested, the recipe's 10% of the rest held out: 43 to train on, 6 steps of
+    # 8 an epoch.
+    assert "Plan: 43 training images, batch 8: 2 epochs = 12 steps" in out
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["epochs"] == 2 and cfg["plan_steps"] == 12
+    assert [m["epoch"] for m in Run(run_dir).history()] == [1, 2]
+    assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"]) == 0
+    assert [m["epoch"] for m in Run(run_dir).history()] == [1, 2, 3]

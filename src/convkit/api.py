@@ -126,7 +126,29 @@ def train_config(
     check_model(cfg.model)
     if not cfg.data:
         check_dataset(cfg.dataset)
+    elif recipe:
+        given = {k for _, values in layers[1:] for k in values}  # the file's and the user's
+        cfg = folder_defaults(cfg, RECIPES[recipe].settings_dict(), given)
     return cfg
+
+
+def folder_defaults(cfg, recipe: dict[str, Any], given: set[str]):
+    """A recipe made for MNIST or CIFAR-10 trained on a folder (--data): what the user did not
+    set is chosen for the folder. The length is planned in optimizer steps (the recipe's own
+    count: its epochs over its dataset's training split), since epochs sized for 48,000
+    images leave a folder of 1,000 undertrained; and the batches are augmented unless the
+    recipe already does: shifts for grey images (digits and text, where a mirror image is
+    another class), shifts and mirroring for colour ones."""
+    from convkit.data import get_dataset_spec
+
+    changes: dict[str, Any] = {}
+    spec = get_dataset_spec(recipe.get("dataset", cfg.dataset))
+    if "epochs" not in given and "plan_steps" not in given:
+        train_images = round(spec.train_size * (1 - recipe.get("val_split", cfg.val_split)))
+        changes["plan_steps"] = cfg.epochs * -(-train_images // cfg.batch_size)
+    if "augment" not in given and cfg.augment == "none":
+        changes["augment"] = "translate" if spec.image_shape[0] == 1 else "crop-flip"
+    return cfg.replace(**changes) if changes else cfg
 
 
 # ---- listings ------------------------------------------------------------------------------------

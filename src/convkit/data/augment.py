@@ -9,29 +9,39 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image (N, C, H, W) by up to `pad` pixels (zeros come in) and mirror it
-    left-right with probability 1/2: the CIFAR augmentation of He et al. 2016."""
+def random_crop_flip(
+    images: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = True
+) -> torch.Tensor:
+    """Shift each image (N, C, H, W) by up to `pad` pixels (zeros come in) and, with `flip`,
+    mirror it left-right with probability 1/2: the CIFAR augmentation of He et al. 2016.
+    Without `flip`, shifts only (digits and text: a mirrored 2 is not a 2)."""
     n, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
     dev = images.device  # the random draws come from a CPU generator, then move
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
     rows = dy[:, None] + torch.arange(h, device=dev)  # (N, H) source row of each output row
     cols = dx[:, None] + torch.arange(w, device=dev)  # (N, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    if flip:
+        mirrored = (torch.rand(n, generator=generator) < 0.5).to(dev)
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
     return _gather(padded, rows, cols)
+
+
+def translate_pad(image_shape: tuple[int, ...]) -> int:
+    """How far `translate` shifts: a tenth of the shorter side, rounded up (3 pixels for
+    MNIST's 28x28, 4 for CIFAR's 32x32, as crop-flip)."""
+    return max(1, -(-min(image_shape[-2:]) // 10))
 
 
 class CropFlip:
     """random_crop_flip as an augmentation of the training loop."""
 
-    def __init__(self, pad: int, generator: torch.Generator) -> None:
-        self.pad, self.generator = pad, generator
+    def __init__(self, pad: int, generator: torch.Generator, flip: bool = True) -> None:
+        self.pad, self.generator, self.flip = pad, generator, flip
 
     def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
-        return random_crop_flip(images, self.pad, self.generator)
+        return random_crop_flip(images, self.pad, self.generator, self.flip)
 
 
 class FlipTranslate:

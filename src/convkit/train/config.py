@@ -42,6 +42,12 @@ class TrainConfig:
         0, "with --data: images resized (stretched) to N x N (0: the model's own input size)"
     )
     epochs: int = _setting(10, "passes over the training split")
+    plan_steps: int = _setting(
+        0,
+        "plan the epochs from the data: as many as it takes to make about this many optimizer "
+        "steps (0: --epochs as given). Set for --data when --epochs is not: the recipe's own "
+        "number of steps, so a small folder trains long enough and a large one no longer",
+    )
     batch_size: int = _setting(128, "images per optimizer step")
     optimizer: str = _setting(
         "adam",
@@ -72,11 +78,12 @@ class TrainConfig:
     )
     augment: str = _setting(
         "none",
-        "training-batch augmentation: crop-flip shifts images by up to 4 pixels (zeros come in) "
-        "and mirrors half; flip-translate shifts by up to 2 pixels (the border reflected in) "
+        "training-batch augmentation: translate shifts images by up to a tenth of their side "
+        "(zeros come in; for digits and text, where a mirror image is another class); crop-flip "
+        "shifts by up to 4 pixels (zeros come in) and mirrors half; flip-translate shifts by up to 2 pixels (the border reflected in) "
         "and mirrors each image every other epoch, starting from a random half (airbench's "
         "alternating flips: every image is seen both ways in any two epochs)",
-        ("none", "crop-flip", "flip-translate"),
+        ("none", "translate", "crop-flip", "flip-translate"),
     )
     low_res: int = _setting(
         0,

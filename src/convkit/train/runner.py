@@ -17,7 +17,7 @@ from torch import nn
 
 from convkit.data import Batches, Dataset, DatasetSpec, Split, holdout_split, load_dataset
 from convkit.data.arrays import channel_stats, shard_of, to_float
-from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart
+from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart, translate_pad
 from convkit.errors import ConfigError
 from convkit.models import create_model
 from convkit.models.permute import (
@@ -67,7 +67,7 @@ def train(
     s = _prepare(cfg, run, dataset, model, engine, progress, started)  # may still refuse
     s.folder = folder
     if engine.dist.is_main:
-        Run.create(path, cfg)
+        Run.create(path, s.cfg)  # with the planned epochs, when they were planned
     _run_epochs(s)
     return _finish(s)
 
@@ -111,7 +111,7 @@ def resume(
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
     if engine.dist.is_main:
         run.discard_partial_writes()
-    s = _prepare(cfg, run, dataset, model, engine, progress, started)
+    s = _prepare(cfg, run, dataset, model, engine, progress, started, fresh=False)
     s.folder = folder
     # The changed settings reach config.json with the next epoch's commit, so the config and
     # the training state always agree (a damaged or edited config.json is then noticed).
@@ -208,7 +208,7 @@ def _model_and_engine(
     return model, engine
 
 
-def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
+def _prepare(cfg, run, dataset, model, engine, progress, started, fresh=True) -> Session:
     """Data split, batches, optimizer, schedule and loss, on the engine's device and layout."""
     rank, world = engine.dist.rank, engine.dist.world_size
     progress = progress or Progress()
@@ -241,6 +241,9 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
     augment = None
     if cfg.augment == "crop-flip":
         augment = CropFlip(pad=4, generator=generators["augment"])
+    elif cfg.augment == "translate":
+        pad = translate_pad(tuple(train_split.images.shape))
+        augment = CropFlip(pad=pad, generator=generators["augment"], flip=False)
     elif cfg.augment == "flip-translate":
         augment = FlipTranslate(len(train_split), 2, generators["augment"], seed=cfg.seed + 2)
     if cfg.low_res:
@@ -256,6 +259,8 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
+        cfg = plan_epochs(cfg, len(train_split), len(train_batches), progress)
     val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
     return Session(
         cfg=cfg, run=run, engine=engine, dataset=dataset, model=model, step_model=step_model,
@@ -264,6 +269,21 @@ def _prepare(cfg, run, dataset, model, engine, progress, started) -> Session:
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
         n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
     )  # fmt: skip
+
+
+MAX_PLANNED_EPOCHS = 500  # a folder of a handful of images would plan thousands
+
+
+def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -> TrainConfig:
+    """The epochs that make about cfg.plan_steps optimizer steps over this training split
+    (at least 1, at most MAX_PLANNED_EPOCHS), said before training."""
+    epochs = min(MAX_PLANNED_EPOCHS, max(1, round(cfg.plan_steps / max(1, steps_per_epoch))))
+    progress.message(
+        f"Plan: {images:,} training images, batch {cfg.batch_size}: {epochs} epochs = "
+        f"{epochs * steps_per_epoch:,} steps (about {cfg.plan_steps:,} planned, as many as "
+        "the recipe makes on its own dataset; --epochs N to choose)"
+    )
+    return cfg.replace(epochs=epochs)
 
 
 def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:

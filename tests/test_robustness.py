@@ -212,13 +212,18 @@ def robustness_json(capsys, *args) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def shift_report(capsys, run, real_data, tmp_path, *extra) -> tuple[dict, float]:
+    """The run's 3x3 shift report with `extra` options, and `convkit evaluate`'s accuracy."""
+    report = robustness_json(capsys, run, "--only", "shift", "--max-shift", "1", *extra,
+                             "--data-dir", real_data, "--out", tmp_path / "pics")  # fmt: skip
+    measured = evaluate_run(run, data_dir=real_data, log=lambda m: None)["test_accuracy"]
+    return report, measured
+
+
 def test_the_centre_of_the_grid_is_the_runs_test_accuracy_exactly(
     mlp_run, real_data, capsys, tmp_path
 ):
-    report = robustness_json(capsys, mlp_run, "--only", "shift", "--max-shift", "1",
-                             "--sample", "all", "--data-dir", real_data,
-                             "--out", tmp_path / "pics")  # fmt: skip
-    measured = evaluate_run(mlp_run, data_dir=real_data, log=lambda m: None)["test_accuracy"]
+    report, measured = shift_report(capsys, mlp_run, real_data, tmp_path, "--sample", "all")
     assert report["shift"]["grid"][1][1] == measured == report["clean_accuracy"]
     # The clean images are scored once: the centre cell reuses them.
     assert report["test_images"] == 10_000 and report["images_scored"] == 9 * 10_000
@@ -237,10 +242,7 @@ def test_by_default_the_copies_are_made_from_a_seeded_sample_and_clean_stays_who
 ):
     from convkit.inspect.robustness import SAMPLE, Scorer, sample_indices
 
-    report = robustness_json(capsys, mlp_run, "--only", "shift", "--max-shift", "1",
-                             "--seed", "3", "--data-dir", real_data,
-                             "--out", tmp_path / "pics")  # fmt: skip
-    measured = evaluate_run(mlp_run, data_dir=real_data, log=lambda m: None)["test_accuracy"]
+    report, measured = shift_report(capsys, mlp_run, real_data, tmp_path, "--seed", "3")
     assert report["clean_accuracy"] == measured and report["test_images"] == 10_000
     assert report["sample"] == {**report["sample"], "images": SAMPLE, "of": 10_000, "seed": 3}
     assert report["images_scored"] == 10_000 + 8 * SAMPLE

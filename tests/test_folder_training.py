@@ -127,3 +127,15 @@ def test_a_planned_run_says_its_plan_records_it_and_resumes_with_it(tmp_path, ca
     assert [m["epoch"] for m in Run(run_dir).history()] == [1, 2]
     assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"]) == 0
     assert [m["epoch"] for m in Run(run_dir).history()] == [1, 2, 3]
+
+
+def test_one_image_per_class_is_refused_with_the_reason_and_nothing_written(tmp_path, capsys):
+    for name in ("a", "b", "c"):
+        (tmp_path / "one" / name).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (30 * len(name), 50, 90)).save(tmp_path / "one" / name / "x.png")
+    run_dir = tmp_path / "run"
+    assert main(["train", "cifar10-cnn", "--data", str(tmp_path / "one"),
+                 "--out", str(run_dir)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no readable test image" in err and "2 or more images" in err and "test/" in err
+    assert not run_dir.exists()

@@ -869,9 +869,14 @@ def _errors(report: FolderReport) -> list[str]:
             "needs at least two"
         )
     for split in ("test", "val"):
-        if split in report.counts and not sum(report.counts[split].values()):
+        # A split with no image at all has no segment, hence no counts: test is always needed.
+        if (split == "test" or split in report.counts) and not sum(
+            report.counts.get(split, {}).values()
+        ):
             errors.append(
-                f"no readable {split} image: add images, or hold out a larger test_fraction"
+                "no readable test image: each class keeps at least one image to train on, so "
+                "the test set needs classes of 2 or more images; add images, hold out a larger "
+                "test_fraction, or give a test/ folder"
                 if split == "test" and report.split["test"] == "stratified"
                 else f"no readable {split} image in {report.path / split}"
             )

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 _ACTIVATIONS = {"relu": F.relu, "linear": None, None: None}
 Padding = str | int | tuple[int, int]
 

@@ -812,12 +812,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        code = args.func(args)
     except ConvkitError as exc:
         print(f"convkit: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except BrokenPipeError:
-        return 0
+        code = 0
+    if "torch" in sys.modules:  # only a command that loaded torch can be in a process group
+        from convkit.train.engine import exit_if_distributed
+
+        exit_if_distributed(code)  # under torchrun only: see there why
+    return code
 
 
 if __name__ == "__main__":

@@ -133,6 +133,27 @@ def init_distributed(device: torch.device) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), _local_rank(), dist.get_backend())
 
 
+def exit_if_distributed(code: int) -> None:
+    """Under torchrun, end this process now with `code`, skipping Python's shutdown.
+
+    gloo's worker threads release each collective's tensors after the collective has returned,
+    and releasing a tensor Python knows needs the interpreter's lock. When a process ends right
+    after its last collective (rank 1 after testing), that release can fall in the middle of
+    Python's shutdown, which kills the thread and aborts the process ("terminate called without
+    an active exception", SIGABRT; the core's stack ends in ProcessGroupGloo::runLoop ->
+    ~AsyncAllreduceWork -> take_gil): 5 of 40 two-process runs here, and torchrun then fails
+    the whole job. Destroying the process group first does not help (gloo joins its threads
+    only when the last reference goes). Everything a command writes is on disk and closed when
+    it returns, so only the standard streams need flushing. A no-op without a process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream
+                stream.flush()
+        os._exit(code)
+
+
 @dataclass(frozen=True)
 class Engine:
     device: torch.device

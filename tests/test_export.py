@@ -152,6 +152,9 @@ def test_a_run_exports_to_its_folder_with_its_metadata(run_dir, exported):
     assert clf.image_shape == kept.image_shape == (1, 28, 28)
     assert (clf.model_name, clf.dataset, clf.epoch) == ("mnist-cnn", "tiny", kept.epoch)
     assert clf.metadata["convkit_version"] == convkit.__version__
+    # how a user's image becomes the input, as the run converts it (the run's --fit included)
+    conversion = {"invert_light": True, "digit_frame": False, "fit": "auto"}
+    assert json.loads(clf.metadata["conversion"]) == conversion and clf.fit == kept.cfg.fit
     pre = clf.preprocessing
     assert pre["scale"] == 1 / 255 and kept.mean is not None
     assert pre["mean"] == pytest.approx(kept.mean.tolist()) and pre["std"] == pytest.approx(

@@ -5,6 +5,8 @@ names through the run."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +141,46 @@ def test_one_image_per_class_is_refused_with_the_reason_and_nothing_written(tmp_
     err = capsys.readouterr().err
     assert "no readable test image" in err and "2 or more images" in err and "test/" in err
     assert not run_dir.exists()
+
+
+def test_fit_is_recorded_and_every_use_of_the_run_fits_alike(tmp_path, capsys):
+    folder = tmp_path / "wide"
+    rng = np.random.default_rng(0)
+    for name, rgb in COLOURS.items():
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(np.array(rgb) + rng.integers(-30, 30, (20, 60, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / name / f"{i}.png")
+    run_dir = tmp_path / "run"
+    assert main(["train", "cifar10-cnn", "--data", str(folder), "--fit", "pad", "--epochs", "1",
+                 "--batch-size", "16", "--out", str(run_dir), "--quiet"]) == 0  # fmt: skip
+    run = Run(run_dir)
+    assert run.config().fit == "pad" and run.result()["config"]["fit"] == "pad"
+    # the folder's cache was converted with it (and is kept apart from other fits' caches)
+    caches = Path(os.environ["XDG_CACHE_HOME"]) / "convkit" / "folders"
+    [manifest] = caches.glob("wide-3x32x32-pad-*/manifest.json")
+    assert json.loads(manifest.read_text())["conversion"]["fit"] == "pad"
+    # predict (and so inspect, export and the page, which share the conversion) pads alike
+    picture = folder / "red" / "0.png"
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), str(picture), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["conversion"] == "60x20 RGB -> padded to 60x60 with its border's mean colour -> " \
+                                 "resized to 32x32"  # fmt: skip
+    # a bad value is named before anything is decoded or written
+    with pytest.raises(SystemExit):
+        main(["train", "cifar10-cnn", "--data", str(folder), "--fit", "squash",
+              "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert "invalid choice: 'squash'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_from_before_fit_keeps_stretching(tmp_path):
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    from convkit.train import TrainConfig
+
+    old = TrainConfig(data="/somewhere").to_dict()
+    del old["fit"]  # convkit then stretched every image to the input
+    (run_dir / "config.json").write_text(json.dumps(old))
+    assert Run(run_dir).config().fit == "stretch"

@@ -157,3 +157,85 @@ def test_the_first_image_of_a_fresh_process_loads(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "3x3 L -> resized to 28x28"
+
+
+# ---- fit: how an image of another shape meets the model's input ----------------------------------
+
+
+def _stripes(width: int, height: int) -> np.ndarray:
+    """A colour image in three vertical thirds: red, green, blue."""
+    a = np.zeros((height, width, 3), np.uint8)
+    third = width // 3
+    a[:, :third], a[:, third : 2 * third], a[:, 2 * third :] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    return a
+
+
+def test_crop_keeps_the_centre_at_the_inputs_aspect_ratio():
+    from convkit.data.images import convert_image
+
+    got = convert_image(_stripes(90, 30), (3, 30, 30), fit="crop")
+    assert got["conversion"] == "90x30 RGB -> centre 30x30 cropped"
+    assert (got["converted"] == np.array([0, 255, 0], np.uint8)[:, None, None]).all()  # all green
+
+
+def test_pad_keeps_the_whole_image_on_its_border_colour():
+    from convkit.data.images import convert_image
+
+    a = np.full((20, 40, 3), 200, np.uint8)
+    a[5:15, 10:30] = (255, 0, 0)
+    got = convert_image(a, (3, 40, 40), fit="pad")
+    assert got["conversion"] == "40x20 RGB -> padded to 40x40 with its border's mean colour"
+    out = got["converted"].transpose(1, 2, 0)
+    assert (out[:10] == 200).all() and (out[30:] == 200).all()  # the bars: the border's colour
+    assert (out[10:30] == a).all()  # the image itself, whole and unscaled, in the middle
+
+
+def test_stretch_squashes_and_says_so():
+    from convkit.data.images import convert_image
+
+    got = convert_image(_stripes(90, 30), (3, 30, 30), fit="stretch")
+    assert got["conversion"] == "90x30 RGB -> stretched (aspect ratio not kept) -> resized to 30x30"
+    row = got["converted"][:, 15]
+    assert row[0, 0] == 255 and row[1, 15] == 255 and row[2, 29] == 255  # all three thirds
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "expected"),
+    [
+        ((640, 480), 3, "crop"),  # a 4:3 photo
+        ((480, 640), 3, "crop"),  # portrait
+        ((110, 100), 3, "pad"),  # near the square input: thin bars, nothing cut
+        ((640, 480), 1, "pad"),  # grey: a drawing or a scan, whose strokes a crop could cut
+        ((64, 64), 3, "same"),  # the input's shape already: only resized
+    ],
+)
+def test_auto_crops_photos_and_pads_the_rest(size, channels, expected):
+    from convkit.data.images import resolve_fit
+
+    assert resolve_fit("auto", size, (32, 32), channels) == expected
+    assert resolve_fit("stretch", size, (32, 32), channels) in ("stretch", "same")
+
+
+def test_a_digit_frame_ignores_fit_and_an_unknown_fit_is_named(tmp_path):
+    from convkit.data.images import convert_image
+
+    g = np.zeros((30, 60), np.uint8)
+    g[10:20, 25:35] = 255
+    framed = [convert_image(g, (1, 28, 28), digit_frame=True, fit=f)["converted"] for f in
+              ("crop", "pad", "stretch")]  # fmt: skip
+    assert (framed[0] == framed[1]).all() and (framed[1] == framed[2]).all()
+    with pytest.raises(ConfigError, match="unknown fit 'squash'; expected one of auto, crop"):
+        convert_image(g, (1, 28, 28), fit="squash")
+    Image.fromarray(g).save(tmp_path / "g.png")
+    with pytest.raises(ConfigError, match="unknown fit 'squash'"):
+        load_image(tmp_path / "g.png", (1, 28, 28), fit="squash")
+
+
+def test_the_settings_fit_choices_are_the_conversions():
+    import dataclasses
+
+    from convkit.data.images import FITS
+    from convkit.train import TrainConfig
+
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "fit")
+    assert field.metadata["choices"] == FITS and field.default == "auto"

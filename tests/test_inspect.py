@@ -158,7 +158,10 @@ def test_any_image_is_converted_as_the_run_expects(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "digit.png")
     got = load_image(tmp_path / "digit.png", (1, 28, 28))
     assert got["converted"].shape == (1, 28, 28) and got["converted"].dtype == np.uint8
-    conversion = "100x60 RGBA -> grey -> inverted (light background) -> resized to 28x28"
+    conversion = (
+        "100x60 RGBA -> grey -> inverted (light background) -> padded to 100x100 with its "
+        "border's mean colour -> resized to 28x28"  # fit auto: a grey image is padded, never cut
+    )
     assert got["conversion"] == conversion
     assert got["converted"][0, 14, 14] == 255 and got["converted"][0, 0, 0] == 0
     # For MNIST, a drawing is framed as MNIST's digits were: the ink fit in 20x20, its centre
@@ -255,7 +258,9 @@ def test_report_for_a_cnn_references_only_files_that_exist(cnn_run, real_cifar, 
     assert sum(map(sum, sections["confusion"]["data"]["matrix"])) == 300
     assert sections["filters"]["data"]["shape"] == [16, 3, 2, 2]
     assert len(sections["features"]["images"]) == 2  # the file and test image 3
-    assert sections["attention"]["data"][0]["conversion"] == "70x50 RGB -> resized to 32x32"
+    assert sections["attention"]["data"][0]["conversion"] == (
+        "70x50 RGB -> centre 50x50 cropped -> resized to 32x32"  # a photo: cropped, not squashed
+    )
     assert sections["patches"]["data"]["layer"] == "conv2d_3"
     assert len(sections["patches"]["data"]["filters"]) == 64
 

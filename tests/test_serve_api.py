@@ -256,7 +256,7 @@ def test_an_rgb_run(rgb, static):
         [run] = c.get("/api/runs").json()["runs"]
         assert run["image_shape"] == [3, 32, 32] and not run["drawable"]
         answer = upload(c, "r1", png_of(photo), "photo.png", "?explain=1").json()
-        assert answer["conversion"] == "120x90 RGB -> resized to 32x32"
+        assert answer["conversion"] == "120x90 RGB -> centre 90x90 cropped -> resized to 32x32"
         assert (
             decode(answer["input_png"]).size == (32, 32)
             and decode(answer["input_png"]).mode == "RGB"

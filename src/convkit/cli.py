@@ -113,7 +113,7 @@ def _check_folder(args: argparse.Namespace) -> int:
     c, h, w = model_info(args.model).input_shape
     shape = (c, args.image_size, args.image_size) if args.image_size else (c, h, w)
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
-    report = check_folder(args.name, shape, log=log)
+    report = check_folder(args.name, shape, fit=args.fit, log=log)
     if args.json:
         _emit_json(report.to_dict())
     else:
@@ -228,6 +228,13 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
     _print_table(recipes(), args.json)
     return 0
+
+
+def _choices(setting: str) -> tuple[str, ...]:
+    """The values a TrainConfig setting takes, for another command's flag of the same name."""
+    from convkit.train import TrainConfig
+
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == setting).metadata["choices"]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -564,6 +571,9 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
                    help="image folder: convert as this model's input (default cifar10-cnn)")  # fmt: skip
     a.add_argument("--image-size", type=int, default=0, metavar="N",
                    help="image folder: resize to N x N (default: the model's input)")  # fmt: skip
+    a.add_argument("--fit", default="auto", choices=_choices("fit"),
+                   help="image folder: how images of other shapes meet the input (as train's "
+                        "--fit; default auto)")  # fmt: skip
     a.add_argument("--json", action="store_true")
     data_dir_flag(a)
     a = actions.add_parser("download", help="fetch a dataset from its mirrors (verified)")

@@ -81,9 +81,17 @@ def load_data(
 
     c, h, w = model_info(cfg.model).input_shape
     shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
-    found = load_folder(cfg.data, shape, val_split=cfg.val_split, seed=cfg.seed, log=log)
+    found = load_folder(
+        cfg.data, shape, val_split=cfg.val_split, seed=cfg.seed, fit=cfg.fit, log=log
+    )
     spec = dataclasses.replace(found.dataset.spec, name=f"folder:{found.dataset.spec.name}")
     return dataclasses.replace(found.dataset, spec=spec, val=found.val), found.report
+
+
+def _predating(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved settings, with what it was trained with where a setting added since
+    defaults to something else: runs from before `fit` stretched every image."""
+    return values if "fit" in values else {**values, "fit": "stretch"}
 
 
 class RunWriteError(ConvkitError):
@@ -227,6 +235,7 @@ class Run:
         values = _read_json(path, "the run's settings")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: damaged: expected a table of settings")
+        values = _predating(values)
         if self.has_state:
             saved = self._state_metadata()["config"]
             # A setting added to convkit after the run started is missing from its config.json
@@ -383,7 +392,7 @@ class Run:
         path = self._path(WEIGHTS)
         weights, meta = checkpoint.load(path)
         cfg = self.config() if self._path(CONFIG).is_file() else TrainConfig.from_dict(
-            meta["config"], str(path)
+            _predating(meta["config"]), str(path)
         )  # fmt: skip
         if "classes" in meta:
             classes, shape = tuple(meta["classes"]), tuple(meta["image_shape"])

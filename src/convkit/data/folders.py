@@ -62,7 +62,7 @@ import torch
 
 from convkit.data.arrays import Dataset, Split, holdout_split
 from convkit.data.catalog import DatasetSpec
-from convkit.data.images import MAX_PIXELS, load_image
+from convkit.data.images import FITS, MAX_PIXELS, load_image
 from convkit.data.sources import Log, _stderr
 from convkit.data.sources import cache_dir as _datasets_cache
 from convkit.errors import ConfigError, ConvkitError, DataError
@@ -368,11 +368,14 @@ def cache_location(
     path: str | os.PathLike,
     image_shape: tuple[int, int, int],
     cache_dir: str | os.PathLike | None = None,
+    fit: str = "auto",
 ) -> Path:
-    """The cache folder of an image folder at one image shape: under `cache_dir` when given,
-    else $XDG_CACHE_HOME/convkit/folders (~/.cache/convkit/folders)."""
+    """The cache folder of an image folder at one image shape and fit: under `cache_dir` when
+    given, else $XDG_CACHE_HOME/convkit/folders (~/.cache/convkit/folders). Each fit has its
+    own, so runs that fit differently do not rebuild each other's."""
     root = Path(path).expanduser().resolve()
     shape = "x".join(str(int(d)) for d in image_shape)
+    shape += "" if fit == "auto" else f"-{fit}"
     key = hashlib.sha256(f"{root}\0{shape}".encode()).hexdigest()[:16]
     base = Path(cache_dir).expanduser() if cache_dir else _datasets_cache().parent / "folders"
     name = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:40] or "folder"
@@ -387,7 +390,7 @@ def _conversion_code() -> str:
     return hashlib.sha256(Path(images.__file__).read_bytes()).hexdigest()[:16]
 
 
-def _settings(scan, image_shape, test_fraction, val_split, seed, max_pixels) -> dict[str, Any]:
+def _settings(scan, image_shape, test_fraction, val_split, seed, fit, max_pixels) -> dict:
     """Everything a cache depends on besides the files; checked before anything is decoded."""
     import PIL
 
@@ -400,6 +403,8 @@ def _settings(scan, image_shape, test_fraction, val_split, seed, max_pixels) -> 
         raise ConfigError(f"expected 0 < test_fraction < 1, received test_fraction={test_fraction}")
     if not 0.0 <= val_split < 1.0:
         raise ConfigError(f"expected 0 <= val_split < 1, received val_split={val_split}")
+    if fit not in FITS:
+        raise ConfigError(f"unknown fit {fit!r}; expected one of {', '.join(FITS)}")
     has_test = "test" in scan.splits
     return {
         "format": _FORMAT,
@@ -413,7 +418,7 @@ def _settings(scan, image_shape, test_fraction, val_split, seed, max_pixels) -> 
             "pillow": PIL.__version__,
             "invert_light": c == 1,  # grey models: dark ink on paper becomes light on black
             "digit_frame": False,
-            "fit": "stretch",
+            "fit": fit,
             "max_pixels": int(max_pixels),
         },
         "split": {
@@ -582,6 +587,7 @@ def _decode(rel: str, root: Path, settings: dict) -> np.ndarray | str:
             tuple(settings["image_shape"]),
             invert_light=conv["invert_light"],
             digit_frame=False,
+            fit=conv["fit"],
             max_pixels=conv["max_pixels"],
         )["converted"]  # the original (maybe a 50 MP photo) is dropped here, in the thread
     except (ConvkitError, OSError) as exc:
@@ -699,6 +705,7 @@ def load_folder(
     test_fraction: float = TEST_FRACTION,
     val_split: float = 0.2,
     seed: int = 0,
+    fit: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     log: Log = _stderr,
     max_pixels: int = MAX_PIXELS,
@@ -709,8 +716,8 @@ def load_folder(
     when the folder cannot be trained on (fewer than two classes, no test image)."""
     started = time.perf_counter()
     scan = scan_folder(path)
-    settings = _settings(scan, image_shape, test_fraction, val_split, seed, max_pixels)
-    folder = cache_location(scan.root, image_shape, cache_dir)
+    settings = _settings(scan, image_shape, test_fraction, val_split, seed, fit, max_pixels)
+    folder = cache_location(scan.root, image_shape, cache_dir, fit)
     with _locked(folder):
         manifest, why, images = _valid_cache(folder, scan, settings)
         status, seconds = "used", 0.0
@@ -738,6 +745,7 @@ def check_folder(
     test_fraction: float = TEST_FRACTION,
     val_split: float = 0.2,
     seed: int = 0,
+    fit: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     log: Log = _stderr,
     max_pixels: int = MAX_PIXELS,
@@ -747,8 +755,8 @@ def check_folder(
     ones (only those added or changed since a cache, if there is one) and writes no cache:
     a check should not leave gigabytes for an image size the training may not use."""
     scan = scan_folder(path)
-    settings = _settings(scan, image_shape, test_fraction, val_split, seed, max_pixels)
-    folder = cache_location(scan.root, image_shape, cache_dir)
+    settings = _settings(scan, image_shape, test_fraction, val_split, seed, fit, max_pixels)
+    folder = cache_location(scan.root, image_shape, cache_dir, fit)
     manifest, why, _ = _valid_cache(folder, scan, settings)
     if not why:
         return _report(scan, manifest, "used", 0.0, folder)

@@ -28,6 +28,15 @@ FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "AV
 
 _WIDE = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # more than 8 bits a sample
 
+# How an image meets the model's input when their shapes differ: `crop` keeps the centre at the
+# input's aspect ratio (nothing squashed, the edges lost), `pad` fits the whole image and fills
+# the rest with its border's mean colour (nothing lost, bars added), `stretch` resizes as it is
+# (squashed). `auto`: crop colour images whose aspect ratio is more than NEAR_SQUARE off the
+# input's (photos: 4:3 and 16:9 are), pad the others (grey drawings and scans, whose strokes a
+# crop could cut, and images already near the input's shape, where the bars are thin).
+FITS = ("auto", "crop", "pad", "stretch")
+NEAR_SQUARE = 1.2
+
 
 def load_image(
     path: str | Path,
@@ -35,12 +44,14 @@ def load_image(
     *,
     invert_light: bool = True,
     digit_frame: bool = False,
+    fit: str = "auto",
     max_pixels: int = MAX_PIXELS,
 ) -> dict[str, Any]:
     """A user's image file, any size or mode, converted as the run's dataset stores images.
 
     Turned upright by its EXIF orientation (photos); the first frame of an animation; 16-bit
-    images scaled to 8 bits. Grey or RGB, resized to (H, W). A grey image on a light background
+    images scaled to 8 bits. Grey or RGB, fitted to (H, W) as `fit` says (FITS: cropped,
+    padded or stretched when the aspect ratios differ). A grey image on a light background
     is inverted to MNIST's light-on-dark when `invert_light`. With `digit_frame` (MNIST), the
     drawing is cropped to its ink, scaled to fit 20x20 and centred by its centre of mass in
     28x28, as MNIST's digits were made (an image that is 28x28 and light on dark already is
@@ -54,6 +65,7 @@ def load_image(
     c, h, w = image_shape
     if c not in (1, 3):
         raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
+    _check_fit(fit)
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
         raise ConfigError(f"image {path} {what}")
@@ -85,7 +97,7 @@ def load_image(
             f"{path} is a damaged image file, or one Pillow cannot convert "
             f"({type(exc).__name__}: {exc})"
         ) from None
-    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame)
+    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame, fit)
     return {
         "path": str(path),
         "original": shown,
@@ -101,6 +113,7 @@ def convert_image(
     name: str = "image",
     invert_light: bool = True,
     digit_frame: bool = False,
+    fit: str = "auto",
     max_pixels: int = MAX_PIXELS,
 ) -> dict[str, Any]:
     """An image already in memory, a PIL image or a uint8 array (H, W), (H, W, 3) or (H, W, 4),
@@ -111,6 +124,7 @@ def convert_image(
     c = image_shape[0]
     if c not in (1, 3):
         raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
+    _check_fit(fit)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ConfigError(
@@ -137,7 +151,7 @@ def convert_image(
         raise ConfigError(
             f"{name}: Pillow cannot convert this image ({type(exc).__name__}: {exc})"
         ) from None
-    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame)
+    array = _fitted(converted, original_mode, image_shape, steps, invert_light, digit_frame, fit)
     return {"path": name, "original": shown, "converted": array, "conversion": " -> ".join(steps)}
 
 
@@ -177,9 +191,11 @@ def _fitted(
     steps: list[str],
     invert_light: bool,
     digit_frame: bool,
+    fit: str = "auto",
 ) -> np.ndarray:
     """The grey or RGB image as the dataset stores images: inverted to light on dark for grey
-    runs when its background is light, framed as MNIST's digits or resized; uint8 (C, H, W)."""
+    runs when its background is light, framed as MNIST's digits or fitted (`fit`) and resized;
+    uint8 (C, H, W)."""
     from PIL import Image
 
     c, h, w = image_shape
@@ -198,6 +214,7 @@ def _fitted(
         array, note = _mnist_frame(converted)
         steps.append(note)
     else:
+        converted = _shaped(converted, (w, h), fit, c, steps)
         resized = converted.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
         array = np.array(resized, dtype=np.uint8)  # a writable copy
         array = array[None] if c == 1 else array.transpose(2, 0, 1)
@@ -206,12 +223,59 @@ def _fitted(
     return array
 
 
-def conversion_options(dataset: str, image_shape: tuple[int, int, int]) -> dict[str, bool]:
+def resolve_fit(fit: str, size: tuple[int, int], target: tuple[int, int], channels: int) -> str:
+    """What `fit` does to an image of `size` (width, height) for an input of `target` (width,
+    height): "crop", "pad", "stretch", or "same" when the aspect ratios already agree."""
+    (iw, ih), (w, h) = size, target
+    if iw * h == ih * w or fit == "stretch":
+        return "same" if iw * h == ih * w else "stretch"
+    if fit != "auto":
+        return fit
+    off = (iw * h) / (ih * w)
+    return "crop" if channels == 3 and max(off, 1 / off) > NEAR_SQUARE else "pad"
+
+
+def _shaped(im, target: tuple[int, int], fit: str, channels: int, steps: list[str]):
+    """`im` cut or padded to the aspect ratio of `target` (width, height) as `fit` says (the
+    resize comes after); unchanged for stretch and for an image of that aspect ratio already."""
+    from PIL import Image
+
+    how = resolve_fit(fit, im.size, target, channels)
+    (iw, ih), (w, h) = im.size, target
+    if how == "crop":
+        cw, ch = (round(ih * w / h), ih) if iw * h > ih * w else (iw, round(iw * h / w))
+        left, top = (iw - cw) // 2, (ih - ch) // 2
+        steps.append(f"centre {cw}x{ch} cropped")
+        return im.crop((left, top, left + cw, top + ch))
+    if how == "pad":
+        pw, ph = (iw, round(iw * h / w)) if iw * h > ih * w else (round(ih * w / h), ih)
+        a = np.asarray(im)
+        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, channels)
+        colour = tuple(int(v) for v in border.mean(0).round())
+        canvas = Image.new(im.mode, (pw, ph), colour if channels == 3 else colour[0])
+        canvas.paste(im, ((pw - iw) // 2, (ph - ih) // 2))
+        steps.append(f"padded to {pw}x{ph} with its border's mean colour")
+        return canvas
+    if how == "stretch":
+        steps.append("stretched (aspect ratio not kept)")
+    return im
+
+
+def _check_fit(fit: str) -> None:
+    if fit not in FITS:
+        raise ConfigError(f"unknown fit {fit!r}; expected one of {', '.join(FITS)}")
+
+
+def conversion_options(
+    dataset: str, image_shape: tuple[int, int, int], fit: str = "auto"
+) -> dict[str, Any]:
     """How to convert a user's image for a run on `dataset`: grey runs invert a light background
-    (MNIST is light on dark), and MNIST's digits are also framed as MNIST framed them."""
+    (MNIST is light on dark), and MNIST's digits are also framed as MNIST framed them; other
+    images meet the input as the run's `fit` says."""
     return {
         "invert_light": image_shape[0] == 1,
         "digit_frame": dataset == "mnist" and tuple(image_shape) == (1, 28, 28),
+        "fit": fit,
     }
 
 

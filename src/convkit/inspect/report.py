@@ -100,7 +100,7 @@ class ReportContext:
 
 
 def _load_inputs(lr: LoadedRun, image_files: list[str], indices: list[int]) -> list[dict[str, Any]]:
-    options = conversion_options(lr.cfg.dataset, lr.image_shape)  # as `predict` converts them
+    options = conversion_options(lr.cfg.dataset, lr.image_shape, lr.cfg.fit)  # as `predict`
     inputs = [load_image(p, lr.image_shape, **options) for p in image_files]
     split = lr.test_split()
     images, labels = split.images, split.labels.numpy()

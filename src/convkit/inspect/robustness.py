@@ -250,7 +250,7 @@ def folder_test(
             f"({', '.join(kept.classes)}), found "
             + (f"{unknown[0]!r}" if unknown else "no class folders")
         )
-    options = conversion_options(kept.cfg.dataset, kept.image_shape)
+    options = conversion_options(kept.cfg.dataset, kept.image_shape, kept.cfg.fit)
     images, labels, failed = [], [], []
     for name in classes:
         for path in sorted((root / name).iterdir()):

@@ -254,7 +254,9 @@ async def predict(request: Request) -> Response:
 
 async def _convert(s: ServeState, source: uploads.PredictSource, loaded) -> dict[str, Any]:
     kept = loaded.kept
-    convert = partial(uploads.convert_upload, source, kept.image_shape, kept.cfg.dataset)
+    convert = partial(
+        uploads.convert_upload, source, kept.image_shape, kept.cfg.dataset, kept.cfg.fit
+    )
     return await anyio.to_thread.run_sync(convert, s.max_pixels, limiter=s.decode)
 
 
@@ -275,7 +277,7 @@ async def compare(request: Request) -> Response:
     for one in loaded:
         cfg = one.kept.cfg
         if source.test_index is None:
-            key: tuple = (cfg.dataset, one.kept.image_shape)  # what conversion_options reads
+            key: tuple = (cfg.dataset, one.kept.image_shape, cfg.fit)  # conversion_options
             if key not in items:
                 items[key] = await _convert(s, source, one)
         else:

@@ -152,7 +152,11 @@ def _size(n: int) -> str:
 
 
 def convert_upload(
-    source: PredictSource, image_shape: tuple[int, int, int], dataset: str, max_pixels: int
+    source: PredictSource,
+    image_shape: tuple[int, int, int],
+    dataset: str,
+    fit: str,
+    max_pixels: int,
 ) -> dict[str, Any]:
     """The uploaded image converted for a run (load_image, which takes a path: the bytes go
     through a temporary file). Its errors become 413 (too many pixels: refused from the
@@ -161,7 +165,7 @@ def convert_upload(
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(source.data or b"")
-        options = conversion_options(dataset, image_shape)
+        options = conversion_options(dataset, image_shape, fit)
         return load_image(tmp, image_shape, max_pixels=max_pixels, **options)
     except ConvkitError as exc:
         message = str(exc).replace(tmp, source.filename)

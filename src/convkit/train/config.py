@@ -39,7 +39,16 @@ class TrainConfig:
         "train/, test/ (and val/) folders of class folders; decoded once, then cached",
     )
     image_size: int = _setting(
-        0, "with --data: images resized (stretched) to N x N (0: the model's own input size)"
+        0, "with --data: images resized to N x N (0: the model's own input size); see --fit"
+    )
+    fit: str = _setting(
+        "auto",
+        "how an image of another shape meets the model's square input, in training on --data "
+        "and wherever the run converts an image (predict, export, inspect, the page): crop "
+        "(the centre, nothing squashed), pad (the whole image, bars of its border's colour), "
+        "stretch (squashed); auto crops colour photos and pads the rest (grey drawings, "
+        "images near the input's shape)",
+        ("auto", "crop", "pad", "stretch"),
     )
     epochs: int = _setting(10, "passes over the training split")
     plan_steps: int = _setting(

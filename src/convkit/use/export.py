@@ -30,6 +30,7 @@ from torch import nn
 
 import convkit
 from convkit.data import to_float
+from convkit.data.images import conversion_options
 from convkit.errors import ConvkitError
 from convkit.fileio import atomic_path
 from convkit.runs import KeptModel, Run, load_data
@@ -127,7 +128,13 @@ def export_onnx(
         opset=opset,
         check_images=check_images,
         check_source=source,
-        metadata={"model": kept.cfg.model, "dataset": kept.cfg.dataset, "epoch": kept.epoch},
+        metadata={
+            "model": kept.cfg.model,
+            "dataset": kept.cfg.dataset,
+            "epoch": kept.epoch,
+            # how a user's image becomes the uint8 input: convkit.data.images.load_image with
+            "conversion": conversion_options(kept.cfg.dataset, kept.image_shape, kept.cfg.fit),
+        },
         atol=atol,
         log=log,
     )

@@ -67,6 +67,12 @@ class OnnxClassifier:
         return self.metadata.get("dataset")
 
     @property
+    def fit(self) -> str:
+        """How an image of another shape meets the input (convkit.data.images.FITS); files
+        exported before convkit recorded it stretched every image."""
+        return json.loads(self.metadata.get("conversion", "{}")).get("fit", "stretch")
+
+    @property
     def epoch(self) -> int | None:
         """The epoch whose weights were exported."""
         return json.loads(self.metadata.get("epoch", "null"))

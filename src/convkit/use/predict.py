@@ -68,11 +68,12 @@ class Predictor:
     dataset: str
     probabilities: Callable[[np.ndarray], np.ndarray]
     source: str = ""
+    fit: str = "auto"
 
     @property
-    def options(self) -> dict[str, bool]:
+    def options(self) -> dict[str, Any]:
         """How user images are converted for this model."""
-        return conversion_options(self.dataset, self.image_shape)
+        return conversion_options(self.dataset, self.image_shape, self.fit)
 
 
 def open_predictor(target: str | Path) -> Predictor:
@@ -83,7 +84,7 @@ def open_predictor(target: str | Path) -> Predictor:
 
         onnx = OnnxClassifier(target)
         return Predictor(
-            onnx.classes, onnx.image_shape, onnx.dataset, onnx.probabilities, str(target)
+            onnx.classes, onnx.image_shape, onnx.dataset, onnx.probabilities, str(target), onnx.fit
         )
     return _torch_predictor(target)
 
@@ -103,7 +104,9 @@ def _torch_predictor(run_dir: Path) -> Predictor:
             logits = model(kept.preprocess(torch.from_numpy(images)))
         return torch.softmax(logits.float(), dim=1).numpy()
 
-    return Predictor(kept.classes, kept.image_shape, kept.cfg.dataset, probabilities, str(run_dir))
+    return Predictor(
+        kept.classes, kept.image_shape, kept.cfg.dataset, probabilities, str(run_dir), kept.cfg.fit
+    )
 
 
 def find_images(paths: list[str]) -> tuple[list[Path], list[Failure]]:

@@ -165,8 +165,8 @@ def test_fit_is_recorded_and_every_use_of_the_run_fits_alike(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(run_dir), str(picture), "--json"]) == 0
     said = json.loads(capsys.readouterr().out)
-    assert said["conversion"] == "60x20 RGB -> padded to 60x60 with its border's mean colour -> " \
-                                 "resized to 32x32"  # fmt: skip
+    assert said["conversion"] == "60x20 RGB -> resized to 32x11 -> padded to 32x32 with its " \
+                                 "border's mean colour"  # fmt: skip
     # a bad value is named before anything is decoded or written
     with pytest.raises(SystemExit):
         main(["train", "cifar10-cnn", "--data", str(folder), "--fit", "squash",
@@ -184,3 +184,68 @@ def test_a_run_from_before_fit_keeps_stretching(tmp_path):
     del old["fit"]  # convkit then stretched every image to the input
     (run_dir / "config.json").write_text(json.dumps(old))
     assert Run(run_dir).config().fit == "stretch"
+
+
+def test_10000_images_against_5_and_a_1_by_10000_image_train_with_warnings(tmp_path, capsys):
+    folder = tmp_path / "lopsided"
+    (folder / "many").mkdir(parents=True)
+    (folder / "few").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10_000):
+        Image.fromarray(rng.integers(0, 100, (8, 8), dtype=np.uint8)).save(
+            folder / "many" / f"{i}.png"
+        )
+    for i in range(5):
+        Image.fromarray(rng.integers(150, 255, (8, 8), dtype=np.uint8)).save(
+            folder / "few" / f"{i}.png"
+        )
+    line = np.full((10_000, 1), 200, np.uint8)  # one pixel wide, 10,000 tall
+    Image.fromarray(line).save(folder / "few" / "line.png")
+    run_dir = tmp_path / "run"
+    assert main(["train", "mnist-mlp", "--data", str(folder), "--epochs", "1", "--batch-size",
+                 "256", "--out", str(run_dir)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "class 'few' has only 5 training images" in out  # the line image among them
+    assert (
+        "the classes are imbalanced: 'many' has 8,000 training images, 'few' 5 (1,600 times" in out
+    )
+    report = Run(run_dir).result()["folder"]
+    assert report["counts"]["test"] == {"few": 1, "many": 2000} and not report["unreadable"]
+    assert any("imbalanced" in w for w in report["warnings"])
+
+
+def test_a_folder_that_changes_between_epochs(tmp_path, capsys):
+    folder = colour_folder(tmp_path / "pics", n_per_class=12)
+    run_dir = tmp_path / "run"
+    args = ["train", "cifar10-cnn", "--data", str(folder), "--batch-size", "16", "--quiet"]
+    assert main([*args, "--epochs", "1", "--out", str(run_dir)]) == 0
+    # files come and go between epochs: said, then trained on
+    (folder / "red" / "0.jpg").unlink()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / "red" / "new.png")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "changed since this run's last epoch" in out
+    assert [m["epoch"] for m in Run(run_dir).history()] == [1, 2]
+    # a new class cannot be resumed into the same outputs: refused, the run untouched
+    (folder / "yellow").mkdir()
+    for i in range(12):
+        Image.new("RGB", (30, 30), (200, 200, 30)).save(folder / "yellow" / f"{i}.png")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds the classes blue, green, red, yellow now" in err and "--init" in err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_a_cache_rebuilt_under_a_training_leaves_its_images_as_they_were(tmp_path):
+    from convkit.data.folders import load_folder
+
+    folder = colour_folder(tmp_path / "pics", n_per_class=8)
+    first = load_folder(folder, (3, 16, 16), log=lambda m: None)
+    seen = first.dataset.train.images.clone()  # what the running training reads
+    for p in (folder / "blue").glob("*.png"):
+        p.unlink()  # another process changes the folder and loads it: a new cache
+    second = load_folder(folder, (3, 16, 16), log=lambda m: None)
+    assert len(second.dataset.train) < len(first.dataset.train)
+    assert (first.dataset.train.images == seen).all()  # the mapped file lives on

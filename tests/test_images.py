@@ -239,3 +239,21 @@ def test_the_settings_fit_choices_are_the_conversions():
 
     field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "fit")
     assert field.metadata["choices"] == FITS and field.default == "auto"
+
+
+def test_a_1_by_10000_image_is_fitted_without_a_huge_canvas(tmp_path):
+    from convkit.data.images import convert_image
+
+    line = np.zeros((10_000, 1), np.uint8)
+    line[4000:6000] = 255  # the middle fifth lit
+    got = convert_image(line, (1, 28, 28))  # grey: padded, the whole line kept
+    assert got["conversion"] == "1x10000 L -> resized to 1x28 -> padded to 28x28 with its " \
+                                "border's mean colour"  # fmt: skip
+    column = got["converted"][0, :, 13]
+    bars = got["converted"][0, :, :13]  # the border's mean: here the whole line's, 20% lit
+    assert (bars == 51).all() and column[14] == 255 and column[0] == 0
+    wide = np.zeros((1, 10_000, 3), np.uint8)
+    wide[:, 4990:5010] = (0, 0, 255)
+    got = convert_image(wide, (3, 32, 32))  # a colour "photo": its centre, 1x1, fills the input
+    assert got["conversion"] == "10000x1 RGB -> centre 1x1 cropped -> resized to 32x32"
+    assert (got["converted"] == np.array([0, 0, 255], np.uint8)[:, None, None]).all()

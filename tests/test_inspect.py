@@ -159,8 +159,8 @@ def test_any_image_is_converted_as_the_run_expects(tmp_path):
     got = load_image(tmp_path / "digit.png", (1, 28, 28))
     assert got["converted"].shape == (1, 28, 28) and got["converted"].dtype == np.uint8
     conversion = (
-        "100x60 RGBA -> grey -> inverted (light background) -> padded to 100x100 with its "
-        "border's mean colour -> resized to 28x28"  # fit auto: a grey image is padded, never cut
+        "100x60 RGBA -> grey -> inverted (light background) -> resized to 28x17 -> padded to "
+        "28x28 with its border's mean colour"  # fit auto: a grey image is padded, never cut
     )
     assert got["conversion"] == conversion
     assert got["converted"][0, 14, 14] == 255 and got["converted"][0, 0, 0] == 0

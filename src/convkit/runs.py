@@ -292,6 +292,11 @@ class Run:
         """The last epoch whose training state is saved (0 before the first)."""
         return self._state_metadata()["epoch"] if self.has_state else 0
 
+    def trained_folder(self) -> dict[str, Any] | None:
+        """For a run on an image folder, what its last saved epoch trained on: {"classes",
+        "fingerprint"} (None before the first epoch, or for runs from before it was kept)."""
+        return self._state_metadata().get("folder") if self.has_state else None
+
     def _state_metadata(self) -> dict[str, Any]:
         path = self._path(STATE)
         return checkpoint.check_state_metadata(path, checkpoint.read_metadata(path))

@@ -77,6 +77,9 @@ except ImportError:  # pragma: no cover - Windows: no lock
 # fewer than 10 leaves it 1 or 2 validation images (its measured accuracy moves in 50-100 point
 # steps) and under 8 to learn from; a floor below which its numbers are noise, not a target.
 FEW_IMAGES = 10
+# Training images of the largest class over the smallest's beyond which the report warns: a
+# model can score well by rarely answering the small class, and accuracy hides it.
+IMBALANCE = 10
 TEST_FRACTION = 0.2  # share of each class held out as the test set when there is no test/
 CONVERSION_VERSION = 1  # raise when this module converts or orders images differently
 SPLITS = ("train", "test", "val")
@@ -133,6 +136,7 @@ class FolderReport:
     cache: str  # "used", "built", "rebuilt: <why>", or "not written (check)"
     cache_path: Path | None
     errors: list[str] = field(default_factory=list)  # what stops training
+    fingerprint: str = ""  # of the files' paths, sizes and times the cache was built from
 
     @property
     def few(self) -> list[tuple[str, int]]:
@@ -141,12 +145,26 @@ class FolderReport:
         return [(c, train.get(c, 0)) for c in self.classes if train.get(c, 0) < FEW_IMAGES]
 
     def warnings(self) -> list[str]:
-        return [
+        found = [
             f"class {c!r} has only {n} training image{'s' * (n != 1)} (fewer than {FEW_IMAGES}: "
             "its validation and test accuracy rest on one or two images, and it is too few to "
             "learn a class from scratch)"
             for c, n in self.few
         ]
+        train = self.counts.get("train", {})
+        sizes = {c: train.get(c, 0) for c in self.classes}
+        if sizes and min(sizes.values()) > 0:
+            big, small = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
+            if sizes[big] > IMBALANCE * sizes[small]:
+                share = sizes[small] / sum(sizes.values())
+                found.append(
+                    f"the classes are imbalanced: {big!r} has {sizes[big]:,} training images, "
+                    f"{small!r} {sizes[small]:,} ({sizes[big] / sizes[small]:,.0f} times fewer; "
+                    f"{share:.2%} of the images): overall accuracy can be high while {small!r} "
+                    "is rarely recognised, so read the per-class results (`convkit inspect RUN "
+                    "confusion`), and add images of the small classes if you can"
+                )
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -837,6 +855,7 @@ def _report(scan, manifest: dict, status: str, seconds: float, folder: Path) -> 
         decode_seconds=round(seconds, 3),
         cache=status,
         cache_path=folder,
+        fingerprint=manifest.get("fingerprint", ""),
     )
     report.errors = _errors(report)
     return report

@@ -247,14 +247,18 @@ def _shaped(im, target: tuple[int, int], fit: str, channels: int, steps: list[st
         left, top = (iw - cw) // 2, (ih - ch) // 2
         steps.append(f"centre {cw}x{ch} cropped")
         return im.crop((left, top, left + cw, top + ch))
-    if how == "pad":
-        pw, ph = (iw, round(iw * h / w)) if iw * h > ih * w else (round(ih * w / h), ih)
+    if how == "pad":  # resized to fit first: a 1 x 10,000 image never becomes 10,000 x 10,000
         a = np.asarray(im)
         border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, channels)
         colour = tuple(int(v) for v in border.mean(0).round())
-        canvas = Image.new(im.mode, (pw, ph), colour if channels == 3 else colour[0])
-        canvas.paste(im, ((pw - iw) // 2, (ph - ih) // 2))
-        steps.append(f"padded to {pw}x{ph} with its border's mean colour")
+        scale = min(w / iw, h / ih)
+        sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))
+        if (sw, sh) != (iw, ih):
+            im = im.resize((sw, sh), Image.Resampling.BILINEAR, reducing_gap=None)
+            steps.append(f"resized to {sw}x{sh}")
+        canvas = Image.new(im.mode, (w, h), colour if channels == 3 else colour[0])
+        canvas.paste(im, ((w - sw) // 2, (h - sh) // 2))
+        steps.append(f"padded to {w}x{h} with its border's mean colour")
         return canvas
     if how == "stretch":
         steps.append("stretched (aspect ratio not kept)")

@@ -108,6 +108,8 @@ def resume(
             f"train none (give more, or evaluate it with `convkit evaluate {run.root}`)"
         )
     dataset, folder = _dataset(cfg, data, data_dir, download, progress)
+    if folder is not None:
+        _check_same_folder(run, folder, progress)
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
     if engine.dist.is_main:
         run.discard_partial_writes()
@@ -120,6 +122,27 @@ def resume(
         _restore(s)
     _run_epochs(s)
     return _finish(s)
+
+
+def _check_same_folder(run: Run, folder, progress: Progress) -> None:
+    """A run resumed on an image folder that changed since its last epoch: other classes are
+    refused (the model's outputs are the old ones); other files are said, then trained on."""
+    trained = run.trained_folder()
+    if trained is None:
+        return
+    if list(folder.classes) != trained["classes"]:
+        raise ConfigError(
+            f"{folder.path} holds the classes {', '.join(folder.classes)} now, and {run.root} "
+            f"was trained on {', '.join(trained['classes'])}: a resume cannot change the "
+            f"model's outputs. Put the folder back as it was, or start a new run from this "
+            f"one's weights: convkit train RECIPE --data {folder.path} --init {run.root}"
+        )
+    if folder.fingerprint != trained["fingerprint"]:
+        progress.message(
+            f"Warning: {folder.path} changed since this run's last epoch (files added, removed "
+            f"or edited): the epochs from here train on what it holds now, and its test split "
+            f"may differ from the one the earlier epochs were measured on"
+        )
 
 
 # ---- prepare ------------------------------------------------------------------------------------
@@ -424,6 +447,8 @@ def _commit(s: Session, record: dict[str, Any]) -> None:
         train_seconds=s.train_seconds,
         scheduler=s.scheduler.state_dict() if s.scheduler is not None else None,
     )
+    if s.folder is not None:  # what a resume checks the folder against
+        state["folder"] = {"classes": list(s.dataset.classes), "fingerprint": s.folder.fingerprint}
     config = s.cfg if s.config_changed else None
     s.run.save_epoch(
         s.history, s.model, s.optimizer, s.generators, config=config, keep=keep, state=state

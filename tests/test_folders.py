@@ -537,3 +537,32 @@ def test_peak_memory_stays_far_below_the_decoded_originals(tmp_path):
     count, grown = map(int, done.stdout.split())
     originals = n * side * side * 3
     assert count == n and grown < originals / 8, (grown, originals)
+
+
+def test_processes_decode_what_threads_decode(tmp_path, monkeypatch):
+    """A large folder is decoded by processes (every core: Pillow holds the interpreter's lock
+    for part of each image); the cache holds the same bytes as the threads' decode."""
+    import convkit.data.folders as folders
+
+    if folders.decode_workers() < 2:
+        pytest.skip("one core: processes are never used")
+    root = tmp_path / "pics"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(40):
+            size = (int(rng.integers(10, 50)), int(rng.integers(10, 50)))
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / cls / f"{i}.{'png' if i % 2 else 'jpg'}")
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG not really")
+    pools = []
+    real_pool = folders._pool
+    monkeypatch.setattr(folders, "_pool", lambda n: pools.append(real_pool(n)) or pools[-1])
+    threads = folders.load_folder(root, (3, 16, 16), cache_dir=tmp_path / "t", log=lambda m: None)
+    monkeypatch.setattr(folders, "PROCESS_MIN_FILES", 1)
+    procs = folders.load_folder(root, (3, 16, 16), cache_dir=tmp_path / "p", log=lambda m: None)
+    assert [type(p).__name__ for p in pools] == ["ThreadPoolExecutor", "ProcessPoolExecutor"]
+    for split in ("train", "test"):
+        a, b = getattr(threads.dataset, split), getattr(procs.dataset, split)
+        assert (a.images == b.images).all() and (a.labels == b.labels).all()
+    assert threads.report.unreadable == procs.report.unreadable != []

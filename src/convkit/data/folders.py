@@ -45,13 +45,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import secrets
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,7 +86,10 @@ TEST_FRACTION = 0.2  # share of each class held out as the test set when there i
 CONVERSION_VERSION = 1  # raise when this module converts or orders images differently
 SPLITS = ("train", "test", "val")
 _FORMAT = 1  # manifest layout
-_CHUNK = 64  # files handed to the decoding threads at once: bounds the decoded images alive
+_CHUNK = 256  # files handed to the decoders at once: bounds the decoded images alive
+# Decoding in processes pays for starting them (a forkserver that imports this module, about a
+# second) from about this many files; fewer are decoded by threads, which start at once.
+PROCESS_MIN_FILES = 2_000
 _PROGRESS_SECONDS = 10.0
 
 
@@ -612,14 +617,47 @@ def _decode(rel: str, root: Path, settings: dict) -> np.ndarray | str:
         return str(exc).replace(f"{root}{os.sep}", "").replace(str(root), ".")
 
 
+def decode_workers() -> int:
+    """The cores this process may use (its CPU affinity, which a container or taskset sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def decode_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes that decode images: Pillow holds the interpreter's lock for part of each
+    image, so threads do not use every core. Started by a forkserver, not forked from this
+    process, which may hold torch's threads and other threads' locks; the server imports this
+    module once and each worker is forked from it ready to decode."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["convkit.data.folders"])
+    return ProcessPoolExecutor(workers, mp_context=ctx)
+
+
+def _pool(n_files: int) -> Executor:
+    workers = decode_workers()
+    if workers > 1 and n_files >= PROCESS_MIN_FILES:
+        return decode_pool(workers)
+    return ThreadPoolExecutor(max_workers=min(4, workers))
+
+
 def _results(chunk, wanted, previous, pool, decode, shape) -> tuple[list, int]:
     """Per entry of `chunk`: the image (C, H, W), its error, or None where not `wanted`; taken
-    from the previous cache when unchanged, else decoded by the threads of `pool`."""
+    from the previous cache when unchanged, else decoded by `pool`."""
     results = [
         previous.get(e, shape) if want else None for e, want in zip(chunk, wanted, strict=True)
     ]
     todo = [k for k, r in enumerate(results) if r is None and wanted[k]]
-    decoded = pool.map(decode, [chunk[k]["path"] for k in todo])
+    chunksize = 16 if isinstance(pool, ProcessPoolExecutor) else 1  # fewer, larger messages
+    try:
+        decoded = list(pool.map(decode, [chunk[k]["path"] for k in todo], chunksize=chunksize))
+    except BrokenProcessPool:
+        raise DataError(
+            "a process decoding the images died (out of memory, or a decoder crashed on a "
+            "damaged file); nothing was written. Decode on fewer cores with taskset, or find "
+            "the file with `convkit data check`"
+        ) from None
     for k, result in zip(todo, decoded, strict=True):
         results[k] = result
     return results, len(todo)
@@ -634,7 +672,7 @@ def _fill(scan, entries, settings, rows: _Rows | None, previous: _Previous, log:
     usable: set[str] = set()  # classes with a readable training image
     row, done, decoded, segments = 0, 0, 0, {}
     shown = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with _pool(len(entries) - previous.unchanged(entries)) as pool:
         for split in SPLITS:
             part = [e for e in entries if e["split"] == split]
             start = row

@@ -106,6 +106,10 @@ def commands(name: str, folder: Path, work: Path) -> list[tuple[str, list[str]]]
     rows = [
         ("default", ["cifar10-quick", *data]),
         ("--augment none", ["cifar10-quick", *data, "--augment", "none"]),
+        (
+            "--augment resized-crop-flip",
+            ["cifar10-quick", *data, "--augment", "resized-crop-flip"],
+        ),  # fmt: skip
         ("--epochs 10", ["cifar10-quick", *data, "--epochs", "10"]),
         ("--epochs 50", ["cifar10-quick", *data, "--epochs", "50"]),
         ("--epochs 100", ["cifar10-quick", *data, "--epochs", "100"]),

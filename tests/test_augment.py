@@ -82,3 +82,35 @@ def test_translate_shifts_within_a_tenth_of_the_side_and_never_mirrors():
         assert len(match) == 1  # a shift by up to 3 pixels, zeros in; a mirror would match none
         seen.add(match[0])
     assert len(seen) > 30  # the shifts are drawn, not fixed
+
+
+def test_resized_crop_at_full_scale_is_the_image_or_its_mirror():
+    from convkit.data.augment import random_resized_crop_flip
+
+    images = torch.randint(0, 256, (64, 3, 9, 7), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    out = random_resized_crop_flip(images, g, scale=(1.0, 1.0), ratio=(7 / 9, 7 / 9))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    same = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images, strict=True)]
+    assert all(a or b for a, b in zip(same, mirrored, strict=True))
+    assert 16 < sum(mirrored) < 48
+
+
+def test_resized_crops_are_parts_stretched_to_full_size():
+    """On a horizontal ramp (a pixel's value is its column x 8), each output row is a ramp
+    too, spanning the crop's share of the width: from sqrt(0.35 x 3/4) ~ 0.51 to all of it."""
+    from convkit.data.augment import random_resized_crop_flip
+
+    ramp = (torch.arange(32) * 8).to(torch.uint8).expand(1, 32, 32)
+    images = ramp.expand(200, 1, 32, 32).contiguous()
+    out = random_resized_crop_flip(images, torch.Generator().manual_seed(1)).float()
+    rows = out[:, 0, 16]  # (N, W)
+    steps = rows.diff(dim=1)
+    rising = (steps >= 0).all(1)
+    assert ((steps <= 0).all(1) | rising).all()  # monotone: mirrored or not, never scrambled
+    assert 0.3 < rising.float().mean() < 0.7
+    span = (rows.amax(1) - rows.amin(1)) / (31 * 8)
+    assert span.min() > 0.45 and span.max() <= 1.0 and span.std() > 0.1  # parts of many sizes
+    again = random_resized_crop_flip(images, torch.Generator().manual_seed(1)).float()
+    assert torch.equal(out, again)  # the generator decides everything

@@ -5,6 +5,8 @@ samples of the split they are (N,), and the 1-based epoch, for those that depend
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -26,6 +28,44 @@ def random_crop_flip(
         mirrored = (torch.rand(n, generator=generator) < 0.5).to(dev)
         cols = torch.where(mirrored[:, None], cols.flip(1), cols)
     return _gather(padded, rows, cols)
+
+
+def random_resized_crop_flip(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    scale: tuple[float, float] = (0.35, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """A random part of each image (N, C, H, W) stretched back to H x W, mirrored with
+    probability 1/2: Inception's random resized crop (Szegedy et al. 2015), the photo
+    augmentation of ImageNet training. The part covers `scale` of the image's area (uniform),
+    its width over height is `ratio` (log-uniform), both clipped to the image; it is sampled
+    bilinearly (the edge repeated where a pixel's footprint overhangs), all images at once."""
+    n, c, h, w = images.shape
+    area = torch.empty(n).uniform_(*scale, generator=generator)
+    aspect = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    aspect = aspect.exp() * (h / w)  # in pixels -> in shares of the width and the height
+    cw, ch = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    # centres in [-1, 1] coordinates, the part inside the image
+    cx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - cw)
+    cy = (torch.rand(n, generator=generator) * 2 - 1) * (1 - ch)
+    mirrored = torch.rand(n, generator=generator) < 0.5
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = torch.where(mirrored, -cw, cw), cx
+    theta[:, 1, 1], theta[:, 1, 2] = ch, cy
+    grid = F.affine_grid(theta.to(images.device), [n, c, h, w], align_corners=False)
+    out = F.grid_sample(images.float(), grid, "bilinear", "border", align_corners=False)
+    return out.round_().clamp_(0, 255).to(images.dtype)
+
+
+class ResizedCropFlip:
+    """random_resized_crop_flip as an augmentation of the training loop."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def __call__(self, images: torch.Tensor, indices: torch.Tensor, epoch: int) -> torch.Tensor:
+        return random_resized_crop_flip(images, self.generator)
 
 
 def translate_pad(image_shape: tuple[int, ...]) -> int:

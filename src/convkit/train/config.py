@@ -91,8 +91,10 @@ class TrainConfig:
         "(zeros come in; for digits and text, where a mirror image is another class); crop-flip "
         "shifts by up to 4 pixels (zeros come in) and mirrors half; flip-translate shifts by up to 2 pixels (the border reflected in) "
         "and mirrors each image every other epoch, starting from a random half (airbench's "
-        "alternating flips: every image is seen both ways in any two epochs)",
-        ("none", "translate", "crop-flip", "flip-translate"),
+        "alternating flips: every image is seen both ways in any two epochs); "
+        "resized-crop-flip stretches a random part (35-100%% of the area) back to full size "
+        "and mirrors half (photos)",
+        ("none", "translate", "crop-flip", "flip-translate", "resized-crop-flip"),
     )
     low_res: int = _setting(
         0,

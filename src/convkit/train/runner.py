@@ -17,7 +17,13 @@ from torch import nn
 
 from convkit.data import Batches, Dataset, DatasetSpec, Split, holdout_split, load_dataset
 from convkit.data.arrays import channel_stats, shard_of, to_float
-from convkit.data.augment import CropFlip, FlipTranslate, LowResolutionStart, translate_pad
+from convkit.data.augment import (
+    CropFlip,
+    FlipTranslate,
+    LowResolutionStart,
+    ResizedCropFlip,
+    translate_pad,
+)
 from convkit.errors import ConfigError
 from convkit.models import create_model
 from convkit.models.permute import (
@@ -269,6 +275,8 @@ def _prepare(cfg, run, dataset, model, engine, progress, started, fresh=True) ->
         augment = CropFlip(pad=pad, generator=generators["augment"], flip=False)
     elif cfg.augment == "flip-translate":
         augment = FlipTranslate(len(train_split), 2, generators["augment"], seed=cfg.seed + 2)
+    elif cfg.augment == "resized-crop-flip":
+        augment = ResizedCropFlip(generators["augment"])
     if cfg.low_res:
         augment = LowResolutionStart(
             augment, cfg.low_res, cfg.low_res_epochs, generators["augment"]

@@ -13,7 +13,8 @@ folders (once) and trains each command on each, printing one table:
   The transfer row starts from a cifar10-quick run on CIFAR-10's training set: same classes,
   none of these images.
 - catdog: 500 cats and 50 dogs (CIFAR-10 test images, PNG), test/ 200 of each: imbalanced
-  (cifar10-quick).
+  (cifar10-quick; by default the loss weighs each class by its test share over its train
+  share, --class-weights).
 
 Every command trains with seed 0; times are training seconds on this machine, all in one run
 of this script, so compare them with each other only.
@@ -114,6 +115,13 @@ def commands(name: str, folder: Path, work: Path) -> list[tuple[str, list[str]]]
         ("--epochs 50", ["cifar10-quick", *data, "--epochs", "50"]),
         ("--epochs 100", ["cifar10-quick", *data, "--epochs", "100"]),
     ]
+    if name == "colour500":
+        rows.append(("--epochs 200", ["cifar10-quick", *data, "--epochs", "200"]))
+    if name == "catdog":
+        rows += [
+            ("--class-weights none", ["cifar10-quick", *data, "--class-weights", "none"]),
+            ("--class-weights balanced", ["cifar10-quick", *data, "--class-weights", "balanced"]),
+        ]
     if name.startswith("colour"):
         rows.append(("transfer: --init CIFAR-10 run", ["cifar10-quick", *data, "--init",
                                                         str(work / "source")]))  # fmt: skip

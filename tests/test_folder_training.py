@@ -249,3 +249,69 @@ def test_a_cache_rebuilt_under_a_training_leaves_its_images_as_they_were(tmp_pat
     second = load_folder(folder, (3, 16, 16), log=lambda m: None)
     assert len(second.dataset.train) < len(first.dataset.train)
     assert (first.dataset.train.images == seen).all()  # the mapped file lives on
+
+
+@pytest.mark.parametrize(
+    ("steps_per_epoch", "epochs"),
+    [
+        (782, 1),  # twice the recipe's dataset: half its epochs, its steps
+        (391, 2),  # the recipe's size: the recipe
+        (196, 8),  # 2x smaller: 2 x 2^2 epochs (its steps would give 4)
+        (40, 100),  # 10x smaller: up to 100 epochs (its steps would give 20)
+        (8, 100),  # 50x smaller: its steps give 98; at least 100
+        (1, 500),  # a handful of images: its steps (782), at most 500
+    ],
+)
+def test_a_smaller_folder_is_planned_more_passes(steps_per_epoch, epochs):
+    from convkit.train import TrainConfig
+    from convkit.train.runner import plan_epochs
+
+    said = []
+    cfg = TrainConfig(epochs=2, plan_steps=782, batch_size=128)  # cifar10-quick's plan
+    planned = plan_epochs(cfg, steps_per_epoch * 128, steps_per_epoch, type("P", (), {
+        "message": staticmethod(said.append)})())  # fmt: skip
+    assert planned.epochs == epochs and planned.plan_steps == 782
+    assert said[0].startswith(f"Plan: {steps_per_epoch * 128:,} training images, batch 128: "
+                              f"{epochs} epochs = {epochs * steps_per_epoch:,} steps")  # fmt: skip
+
+
+def test_class_weights_aim_training_at_the_mix_it_is_tested_on():
+    import torch
+
+    from convkit.train import TrainConfig
+    from convkit.train.runner import class_weights
+
+    train = torch.tensor([0] * 500 + [1] * 50)  # 10 cats for every dog
+    balanced_test = torch.tensor([0] * 200 + [1] * 200)
+    auto = TrainConfig(data="/pictures")
+    w = class_weights(auto, train, balanced_test, 2, test_folder=True)
+    # each class by its test share over its train share (0.5/0.909, 0.5/0.0909), then scaled
+    # so the weights average 1 over the training images
+    assert w.tolist() == pytest.approx([0.55, 5.5])
+    assert float((w[train]).mean()) == pytest.approx(1.0)
+    # a split of the classes is mixed as the training images: nothing to correct
+    assert class_weights(auto, train, torch.tensor([0] * 100 + [1] * 10), 2, True) is None
+    assert class_weights(auto, train, balanced_test, 2, test_folder=False) is None
+    # a class the test folder lacks is not dropped from training
+    assert class_weights(auto, train, torch.tensor([0] * 50), 2, True) is None
+    # balanced: every class alike in total, test mix or not; none: every image alike
+    assert class_weights(auto.replace(class_weights="balanced"), train, train, 2, False).tolist() \
+        == pytest.approx([0.55, 5.5])  # fmt: skip
+    assert class_weights(auto.replace(class_weights="none"), train, balanced_test, 2, True) is None
+
+
+def test_an_imbalanced_folder_with_a_balanced_test_folder_trains_weighted(tmp_path, capsys):
+    folder = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", {"cat": 60, "dog": 6}), ("test", {"cat": 10, "dog": 10})):
+        for name, n in counts.items():
+            (folder / split / name).mkdir(parents=True)
+            for i in range(n):
+                rgb = COLOURS["red" if name == "cat" else "blue"]
+                pixels = np.clip(np.array(rgb) + rng.integers(-60, 60, (24, 24, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / split / name / f"{i}.png")
+    run_dir = tmp_path / "run"
+    assert main(["train", "cifar10-quick", "--data", str(folder), "--epochs", "2",
+                 "--batch-size", "16", "--out", str(run_dir)]) == 0  # fmt: skip
+    assert "Class weights in the loss (auto): cat 0.55, dog 5.5" in capsys.readouterr().out
+    assert Run(run_dir).config().class_weights == "auto"

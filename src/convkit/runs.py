@@ -90,8 +90,10 @@ def load_data(
 
 def _predating(values: dict[str, Any]) -> dict[str, Any]:
     """A run's saved settings, with what it was trained with where a setting added since
-    defaults to something else: runs from before `fit` stretched every image."""
-    return values if "fit" in values else {**values, "fit": "stretch"}
+    defaults to something else: runs from before `fit` stretched every image, and runs from
+    before `class_weights` weighed every image alike."""
+    before = {"fit": "stretch", "class_weights": "none"}
+    return {**{k: v for k, v in before.items() if k not in values}, **values}
 
 
 class RunWriteError(ConvkitError):

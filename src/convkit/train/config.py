@@ -123,6 +123,15 @@ class TrainConfig:
         ("scale", "standardize"),
     )
     label_smoothing: float = _setting(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
+    class_weights: str = _setting(
+        "auto",
+        "how much each class weighs in the loss: balanced, every class alike in total; none, "
+        "each image alike; auto, on an image folder whose test images are mixed otherwise than "
+        "its training images (a balanced test/ folder beside imbalanced classes), each class "
+        "by its share of the test images over its share of the training images, so training "
+        "aims at the mix it is tested on; none otherwise",
+        ("auto", "none", "balanced"),
+    )
     val_split: float = _setting(0.2, "fraction held out for validation: the last samples, as Keras")
     patience: int = _setting(0, "stop after this many epochs without a better val loss (0: never)")
     keep: str = _setting(

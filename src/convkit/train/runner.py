@@ -70,7 +70,7 @@ def train(
     path = Path(out) if out else Path(engine.broadcast(str(new_run_dir(cfg.recipe or cfg.model))))
     run = Run(path)
     run.refuse_existing()
-    s = _prepare(cfg, run, dataset, model, engine, progress, started)  # may still refuse
+    s = _prepare(cfg, run, dataset, model, engine, progress, started, test_folder=_own_test(folder))
     s.folder = folder
     if engine.dist.is_main:
         Run.create(path, s.cfg)  # with the planned epochs, when they were planned
@@ -119,7 +119,9 @@ def resume(
     model, engine = _model_and_engine(cfg, dataset, progress, fresh=not run.has_state)
     if engine.dist.is_main:
         run.discard_partial_writes()
-    s = _prepare(cfg, run, dataset, model, engine, progress, started, fresh=False)
+    s = _prepare(
+        cfg, run, dataset, model, engine, progress, started, False, test_folder=_own_test(folder)
+    )
     s.folder = folder
     # The changed settings reach config.json with the next epoch's commit, so the config and
     # the training state always agree (a damaged or edited config.json is then noticed).
@@ -237,8 +239,16 @@ def _model_and_engine(
     return model, engine
 
 
-def _prepare(cfg, run, dataset, model, engine, progress, started, fresh=True) -> Session:
-    """Data split, batches, optimizer, schedule and loss, on the engine's device and layout."""
+def _own_test(folder) -> bool:
+    """True for an image folder with its own test/ folder (not a split of its classes)."""
+    return folder is not None and folder.split.get("test") == "folder"
+
+
+def _prepare(
+    cfg, run, dataset, model, engine, progress, started, fresh=True, test_folder=False
+) -> Session:
+    """Data split, batches, optimizer, schedule and loss, on the engine's device and layout.
+    `test_folder`: the test images are a folder of their own, mixed as the user chose."""
     rank, world = engine.dist.rank, engine.dist.world_size
     progress = progress or Progress()
     if not engine.dist.is_main:
@@ -293,26 +303,88 @@ def _prepare(cfg, run, dataset, model, engine, progress, started, fresh=True) ->
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
         cfg = plan_epochs(cfg, len(train_split), len(train_batches), progress)
     val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
+    weights = class_weights(
+        cfg, train_split.labels, dataset.test.labels, len(dataset.classes), test_folder
+    )
+    if weights is not None:
+        progress.message(
+            f"Class weights in the loss ({cfg.class_weights}): "
+            + ", ".join(
+                f"{c} {w:.3g}" for c, w in zip(dataset.classes, weights.tolist(), strict=True)
+            )
+        )
+        weights = weights.to(dev)
     return Session(
         cfg=cfg, run=run, engine=engine, dataset=dataset, model=model, step_model=step_model,
         optimizer=optimizer, scheduler=build_schedule(cfg, optimizer, len(train_batches)),
-        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),  # categorical CE
+        # categorical cross-entropy, for training and validation (the test's is unweighted)
+        loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing),
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
         n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
     )  # fmt: skip
 
 
 MAX_PLANNED_EPOCHS = 500  # a folder of a handful of images would plan thousands
+# `class_weights=auto` weighs classes only where the test split's mix of classes differs from
+# the training split's by more than this factor for some class (a stratified split's shares
+# differ by rounding only).
+MIX_DIFFERS = 1.25
+
+
+def class_weights(
+    cfg: TrainConfig,
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    n_classes: int,
+    test_folder: bool,
+) -> torch.Tensor | None:
+    """Per class, its weight in the loss (None: all alike), averaging 1 over training images.
+    `auto` weighs only for a test folder of the user's own (a split of the classes is mixed as
+    the training images are, up to rounding)."""
+    train = torch.bincount(train_labels.cpu(), minlength=n_classes).double()
+    if cfg.class_weights == "none" or (cfg.class_weights == "auto" and not test_folder):
+        return None
+    if cfg.class_weights == "balanced":
+        target = (train > 0).double()
+    else:
+        target = torch.bincount(test_labels.cpu(), minlength=n_classes).double()
+    ratio = (target / target.sum()) / (train / train.sum()).clamp(min=1e-12)
+    ratio[train == 0] = 0.0
+    if cfg.class_weights == "auto":
+        seen = ratio[train > 0]
+        if seen.min() == 0 or (seen.max() <= MIX_DIFFERS and seen.min() >= 1 / MIX_DIFFERS):
+            return None  # a class never tested is not dropped from training: all alike
+    return (ratio / ((ratio * train).sum() / train.sum())).float()
+
+
+# A folder k times smaller than the recipe's dataset gets k times the recipe's epochs (its
+# number of steps), and up to SMALL_FOLDER_EPOCHS, k squared times: fewer images need more
+# passes, each augmented anew. cifar10-quick (2 epochs of CIFAR-10) on 5,000 CIFAR-10 test
+# images as JPEGs (benchmarks/default_folders.py): 20 epochs (its steps) 63.85%, 50 67.20%,
+# 100 70.20%; on 1,000 of them 98 epochs (its steps) 51.35% and 100 52.55%.
+SMALL_FOLDER_EPOCHS = 100
 
 
 def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -> TrainConfig:
-    """The epochs that make about cfg.plan_steps optimizer steps over this training split
-    (at least 1, at most MAX_PLANNED_EPOCHS), said before training."""
-    epochs = min(MAX_PLANNED_EPOCHS, max(1, round(cfg.plan_steps / max(1, steps_per_epoch))))
+    """The epochs for a training split of `images` from cfg.plan_steps, the steps the recipe
+    makes in cfg.epochs epochs of its own dataset (at least 1, at most MAX_PLANNED_EPOCHS; see
+    SMALL_FOLDER_EPOCHS), said before training."""
+    same_steps = cfg.plan_steps / max(1, steps_per_epoch)
+    smaller = same_steps / cfg.epochs  # how many times smaller than the recipe's dataset
+    epochs = same_steps
+    if smaller > 1:
+        epochs = max(same_steps, min(SMALL_FOLDER_EPOCHS, cfg.epochs * smaller**2))
+    epochs = min(MAX_PLANNED_EPOCHS, max(1, round(epochs)))
+    why = (
+        f"the recipe's {cfg.plan_steps:,} steps ({cfg.epochs} epochs of its dataset)"
+        if epochs == round(same_steps) or smaller <= 1
+        else f"the recipe makes {cfg.plan_steps:,} steps in {cfg.epochs} epochs of its "
+        f"dataset, {smaller:.3g} times larger; a smaller folder gets more passes, up to "
+        f"{SMALL_FOLDER_EPOCHS} epochs"
+    )
     progress.message(
         f"Plan: {images:,} training images, batch {cfg.batch_size}: {epochs} epochs = "
-        f"{epochs * steps_per_epoch:,} steps (about {cfg.plan_steps:,} planned, as many as "
-        "the recipe makes on its own dataset; --epochs N to choose)"
+        f"{epochs * steps_per_epoch:,} steps ({why}; --epochs N to choose)"
     )
     return cfg.replace(epochs=epochs)
 
@@ -474,7 +546,8 @@ def _finish(s: Session) -> dict[str, Any] | None:
     s.model.load_state_dict(s.run.load_weights())
     test_split = shard_of(s.dataset.test, engine.dist.rank, engine.dist.world_size)
     test_batches = Batches(test_split.to(engine.device), cfg.eval_batch_size, **s.layout())
-    test = _evaluate(engine, with_tta(s.model, cfg.tta), test_batches, s.loss_fn)
+    plain = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # as `evaluate` tests
+    test = _evaluate(engine, with_tta(s.model, cfg.tta), test_batches, plain)
     tta = f" (test-time augmentation: {cfg.tta})" if cfg.tta != "none" else ""
     s.progress.message(f"Test accuracy: {100 * test['accuracy']:.4f}%{tta}")
     if not engine.dist.is_main:

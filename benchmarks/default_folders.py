@@ -13,8 +13,9 @@ folders (once) and trains each command on each, printing one table:
   The transfer row starts from a cifar10-quick run on CIFAR-10's training set: same classes,
   none of these images.
 - catdog: 500 cats and 50 dogs (CIFAR-10 test images, PNG), test/ 200 of each: imbalanced
-  (cifar10-quick; by default the loss weighs each class by its test share over its train
-  share, --class-weights).
+  and hard (cifar10-quick; by default the loss weighs each class by its test share over its
+  train share, --class-weights).
+- shipplane: the same with 500 ships and 50 airplanes: imbalanced, easier.
 
 Every command trains with seed 0; times are training seconds on this machine, all in one run
 of this script, so compare them with each other only.
@@ -62,15 +63,16 @@ def build(name: str, folder: Path) -> None:
     elif name.startswith("colour"):
         data, per_class, n_test = load_dataset("cifar10"), int(name[6:]), 200
         sizes, fmt = (32, 96), "jpg"
-    else:  # catdog
+    else:  # catdog, shipplane
         data, per_class, n_test, sizes, fmt = load_dataset("cifar10"), None, 200, (32, 32), "png"
     images, labels = data.test.images.numpy(), data.test.labels.numpy()
     classes = data.classes
     if name == "digits":
         images = 255 - images  # dark ink on paper, as people write
     wanted = {c: per_class for c in range(len(classes))}
-    if name == "catdog":
-        wanted = {classes.index("cat"): 500, classes.index("dog"): 50}
+    if name in ("catdog", "shipplane"):
+        big, small = ("cat", "dog") if name == "catdog" else ("ship", "airplane")
+        wanted = {classes.index(big): 500, classes.index(small): 50}
     taken: dict[int, int] = {}
     tested: dict[int, int] = {}
     test_left = n_test
@@ -117,7 +119,7 @@ def commands(name: str, folder: Path, work: Path) -> list[tuple[str, list[str]]]
     ]
     if name == "colour500":
         rows.append(("--epochs 200", ["cifar10-quick", *data, "--epochs", "200"]))
-    if name == "catdog":
+    if name in ("catdog", "shipplane"):
         rows += [
             ("--class-weights none", ["cifar10-quick", *data, "--class-weights", "none"]),
             ("--class-weights balanced", ["cifar10-quick", *data, "--class-weights", "balanced"]),
@@ -131,7 +133,8 @@ def commands(name: str, folder: Path, work: Path) -> list[tuple[str, list[str]]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", default="/tmp/default-folders")
-    parser.add_argument("--only", nargs="*", default=["digits", "colour100", "colour500", "catdog"])
+    parser.add_argument("--only", nargs="*",
+                        default=["digits", "colour100", "colour500", "catdog", "shipplane"])  # fmt: skip
     args = parser.parse_args()
     work = Path(args.work)
     os.environ.setdefault("XDG_CACHE_HOME", str(work / "cache"))

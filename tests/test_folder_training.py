@@ -315,3 +315,22 @@ def test_an_imbalanced_folder_with_a_balanced_test_folder_trains_weighted(tmp_pa
                  "--batch-size", "16", "--out", str(run_dir)]) == 0  # fmt: skip
     assert "Class weights in the loss (auto): cat 0.55, dog 5.5" in capsys.readouterr().out
     assert Run(run_dir).config().class_weights == "auto"
+
+
+def test_the_weighted_loss_totals_alike_however_images_are_batched():
+    import torch
+
+    from convkit.train.runner import WeightedCrossEntropy
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(12, 3), torch.tensor([0] * 9 + [1] * 2 + [2])
+    loss = WeightedCrossEntropy(torch.tensor([0.5, 2.0, 3.0]), label_smoothing=0.1)
+    each = torch.nn.functional.cross_entropy(logits, labels, reduction="none", label_smoothing=0.1)
+    assert float(loss(logits, labels)) == pytest.approx(float((each * loss.weights[labels]).mean()))
+    # as validation sums it: batch means times batch sizes, over any batching
+    for size in (1, 5, 12):
+        total = sum(float(loss(logits[i : i + size], labels[i : i + size])) * len(labels[i : i + size])
+                    for i in range(0, 12, size))  # fmt: skip
+        assert total / 12 == pytest.approx(float(loss(logits, labels)))
+    only_zero_weight = WeightedCrossEntropy(torch.tensor([0.0, 1.0, 1.0]))
+    assert float(only_zero_weight(logits[:3], labels[:3])) == 0.0  # never 0/0

@@ -560,9 +560,15 @@ def test_processes_decode_what_threads_decode(tmp_path, monkeypatch):
     monkeypatch.setattr(folders, "_pool", lambda n: pools.append(real_pool(n)) or pools[-1])
     threads = folders.load_folder(root, (3, 16, 16), cache_dir=tmp_path / "t", log=lambda m: None)
     monkeypatch.setattr(folders, "PROCESS_MIN_FILES", 1)
+    monkeypatch.setenv("CONVKIT_DECODE", "processes")  # the command line's setting
     procs = folders.load_folder(root, (3, 16, 16), cache_dir=tmp_path / "p", log=lambda m: None)
     assert [type(p).__name__ for p in pools] == ["ThreadPoolExecutor", "ProcessPoolExecutor"]
     for split in ("train", "test"):
         a, b = getattr(threads.dataset, split), getattr(procs.dataset, split)
         assert (a.images == b.images).all() and (a.labels == b.labels).all()
     assert threads.report.unreadable == procs.report.unreadable != []
+    # A program that has not said its entry point is guarded (an API script) keeps threads:
+    # each new process re-runs the program's file, which would train again in every worker.
+    monkeypatch.delenv("CONVKIT_DECODE")
+    folders.load_folder(root, (3, 16, 16), cache_dir=tmp_path / "q", log=lambda m: None)
+    assert type(pools[-1]).__name__ == "ThreadPoolExecutor"

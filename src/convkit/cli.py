@@ -9,6 +9,7 @@ _STARTED = time.perf_counter()  # before the heavy imports: `seconds` counts the
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -809,6 +810,9 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # An image folder's first decode may use processes: this program's entry point is guarded
+    # (a worker process that re-imports it does not run a command). See data.folders._pool.
+    os.environ.setdefault("CONVKIT_DECODE", "processes")
     # Two-stage parsing: `convkit train RECIPE --help` shows that recipe's values as defaults.
     recipe = (
         next((a for a in argv[1:] if not a.startswith("-")), None)

@@ -90,6 +90,8 @@ _CHUNK = 256  # files handed to the decoders at once: bounds the decoded images 
 # Decoding in processes pays for starting them (a forkserver that imports this module, about a
 # second) from about this many files; fewer are decoded by threads, which start at once.
 PROCESS_MIN_FILES = 2_000
+# At most this many decoding processes: each may hold a decoded 50 MP photo (150 MB) at once.
+MAX_DECODE_PROCESSES = 8
 _PROGRESS_SECONDS = 10.0
 
 
@@ -636,9 +638,19 @@ def decode_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _pool(n_files: int) -> Executor:
+    """Processes for a large decode where the program allows them, else threads.
+
+    A new process re-runs the file of the program that started it (multiprocessing's rule):
+    a script without an `if __name__ == "__main__":` guard would train again in every worker.
+    So processes are used only where the program says it is safe, with CONVKIT_DECODE=processes
+    (the command line sets it; so may a guarded script), and threads elsewhere."""
     workers = decode_workers()
-    if workers > 1 and n_files >= PROCESS_MIN_FILES:
-        return decode_pool(workers)
+    if (
+        workers > 1
+        and n_files >= PROCESS_MIN_FILES
+        and os.environ.get("CONVKIT_DECODE") == "processes"
+    ):
+        return decode_pool(min(workers, MAX_DECODE_PROCESSES))
     return ThreadPoolExecutor(max_workers=min(4, workers))
 
 

@@ -248,8 +248,10 @@ def _shaped(im, target: tuple[int, int], fit: str, channels: int, steps: list[st
         steps.append(f"centre {cw}x{ch} cropped")
         return im.crop((left, top, left + cw, top + ch))
     if how == "pad":  # resized to fit first: a 1 x 10,000 image never becomes 10,000 x 10,000
-        a = np.asarray(im)
-        border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, channels)
+        strips = [(0, 0, iw, 1), (0, ih - 1, iw, ih), (0, 0, 1, ih), (iw - 1, 0, iw, ih)]
+        border = np.concatenate(  # the four edges only: a 50 MP photo is not copied whole
+            [np.asarray(im.crop(box)).reshape(-1, channels) for box in strips]
+        )
         colour = tuple(int(v) for v in border.mean(0).round())
         scale = min(w / iw, h / ih)
         sw, sh = max(1, round(iw * scale)), max(1, round(ih * scale))

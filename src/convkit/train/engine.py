@@ -106,6 +106,12 @@ def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def speaks() -> bool:
+    """True in the process that prints: rank 0 under torchrun (before or after the process
+    group is joined), the only process otherwise."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

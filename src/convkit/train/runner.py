@@ -35,7 +35,7 @@ from convkit.models.tta import with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
 from convkit.train.config import TrainConfig
-from convkit.train.engine import Engine, resolve_engine
+from convkit.train.engine import Engine, resolve_engine, speaks
 from convkit.train.loop import means, predict_sums, train_one_epoch
 from convkit.train.optim import Optimizer, build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
@@ -138,6 +138,8 @@ def _check_same_folder(run: Run, folder, progress: Progress) -> None:
     trained = run.trained_folder()
     if trained is None:
         return
+    if not speaks():  # under torchrun, rank 0 alone prints
+        progress = Progress(enabled=False)
     if list(folder.classes) != trained["classes"]:
         raise ConfigError(
             f"{folder.path} holds the classes {', '.join(folder.classes)} now, and {run.root} "
@@ -318,13 +320,35 @@ def _prepare(
         cfg=cfg, run=run, engine=engine, dataset=dataset, model=model, step_model=step_model,
         optimizer=optimizer, scheduler=build_schedule(cfg, optimizer, len(train_batches)),
         # categorical cross-entropy, for training and validation (the test's is unweighted)
-        loss_fn=nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        if weights is None
+        else WeightedCrossEntropy(weights, cfg.label_smoothing),
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
         n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
     )  # fmt: skip
 
 
 MAX_PLANNED_EPOCHS = 500  # a folder of a handful of images would plan thousands
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Cross-entropy with each image's loss times its class's weight, averaged over the images
+    (not over the weights, as nn.CrossEntropyLoss(weight=...) does per batch): with weights that
+    average 1 over the training images, a total that does not depend on how images are batched
+    or spread over processes, and never 0/0."""
+
+    def __init__(self, weights: torch.Tensor, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("weights", weights)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        losses = nn.functional.cross_entropy(
+            logits, labels, reduction="none", label_smoothing=self.label_smoothing
+        )
+        return (losses * self.weights[labels]).mean()
+
+
 # `class_weights=auto` weighs classes only where the test split's mix of classes differs from
 # the training split's by more than this factor for some class (a stratified split's shares
 # differ by rounding only).

@@ -64,7 +64,7 @@ import torch
 
 from convkit.data.arrays import Dataset, Split, holdout_split
 from convkit.data.catalog import DatasetSpec
-from convkit.data.images import FITS, MAX_PIXELS, load_image
+from convkit.data.images import MAX_PIXELS, check_fit, load_image
 from convkit.data.sources import Log, _stderr
 from convkit.data.sources import cache_dir as _datasets_cache
 from convkit.errors import ConfigError, ConvkitError, DataError
@@ -428,8 +428,7 @@ def _settings(scan, image_shape, test_fraction, val_split, seed, fit, max_pixels
         raise ConfigError(f"expected 0 < test_fraction < 1, received test_fraction={test_fraction}")
     if not 0.0 <= val_split < 1.0:
         raise ConfigError(f"expected 0 <= val_split < 1, received val_split={val_split}")
-    if fit not in FITS:
-        raise ConfigError(f"unknown fit {fit!r}; expected one of {', '.join(FITS)}")
+    check_fit(fit)
     has_test = "test" in scan.splits
     return {
         "format": _FORMAT,

@@ -65,7 +65,7 @@ def load_image(
     c, h, w = image_shape
     if c not in (1, 3):
         raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
-    _check_fit(fit)
+    check_fit(fit)
     if not path.is_file():
         what = "is not a file" if path.exists() else "does not exist"
         raise ConfigError(f"image {path} {what}")
@@ -124,7 +124,7 @@ def convert_image(
     c = image_shape[0]
     if c not in (1, 3):
         raise ConfigError(f"the run expects {c}-channel images; only grey and RGB are supported")
-    _check_fit(fit)
+    check_fit(fit)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ConfigError(
@@ -267,7 +267,7 @@ def _shaped(im, target: tuple[int, int], fit: str, channels: int, steps: list[st
     return im
 
 
-def _check_fit(fit: str) -> None:
+def check_fit(fit: str) -> None:
     if fit not in FITS:
         raise ConfigError(f"unknown fit {fit!r}; expected one of {', '.join(FITS)}")
 

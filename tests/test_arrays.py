@@ -69,3 +69,75 @@ def test_label_smoothing_is_the_mixed_target():
     expected = -(soft * logits.log_softmax(1)).sum(1).mean()
     loss = torch.nn.CrossEntropyLoss(label_smoothing=eps)
     assert torch.allclose(loss(logits, labels), expected)
+
+
+def wide_split(n):
+    """Image i holds i in two bytes (i // 256, i % 256): rows stay identifiable past 255."""
+    rows = torch.arange(n)
+    images = torch.stack([rows // 256, rows % 256], 1).to(torch.uint8).view(n, 1, 1, 2)
+    return Split(images, rows % 7)
+
+
+def rows_of(x):
+    pixels = (x * 255).round().long()
+    return (pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 0, 1]).tolist()
+
+
+def epoch_rows(batches):
+    return [rows_of(x) for x, _ in batches]
+
+
+def test_windowed_shuffle_reads_every_row_once_in_windows_of_whole_blocks():
+    n, rows, block = 992, 200, 16  # 62 whole blocks: windows of 12 blocks, then 2
+    b = Batches(
+        wide_split(n), 64, shuffle=True, generator=torch.Generator().manual_seed(0),
+        window=(rows, block),
+    )  # fmt: skip
+    assert b.windowed()
+    first = epoch_rows(b)
+    flat = [r for batch in first for r in batch]
+    assert sorted(flat) == list(range(n)) and len(first) == len(b) == 16
+    # each run of `rows` samples (a window) is made of whole blocks: 12 blocks of 16 = 192 rows
+    per = (rows // block) * block
+    for w in range(0, n, per):
+        chunk = flat[w : w + per]
+        blocks = {r // block for r in chunk}
+        whole = len(blocks) * block
+        assert whole == len(chunk), f"window at {w} holds part of a block"
+    # labels travel with their rows, and the next epoch is another order
+    for x, y in b:
+        assert [r % 7 for r in rows_of(x)] == y.tolist()
+    assert epoch_rows(b) != first
+
+
+def test_a_window_as_large_as_the_split_is_the_plain_shuffle():
+    plain = Batches(wide_split(300), 32, shuffle=True, generator=torch.Generator().manual_seed(3))
+    whole = Batches(
+        wide_split(300), 32, shuffle=True, generator=torch.Generator().manual_seed(3),
+        window=(300, 8),
+    )  # fmt: skip
+    assert not whole.windowed()
+    assert epoch_rows(plain) == epoch_rows(whole)
+
+
+def test_windowed_shards_split_each_global_batch_between_processes():
+    def batches(rank, world):
+        return Batches(
+            wide_split(500), 40, shuffle=True, generator=torch.Generator().manual_seed(1),
+            window=(100, 10), shard=(rank, world),
+        )  # fmt: skip
+
+    one = epoch_rows(batches(0, 1))
+    parts = [epoch_rows(batches(r, 2)) for r in range(2)]
+    assert [a + b for a, b in zip(*parts, strict=True)] == one
+
+
+def test_windowed_batches_go_to_the_device_asked_and_refuse_an_empty_window():
+    b = Batches(
+        wide_split(100), 10, shuffle=True, generator=torch.Generator().manual_seed(0),
+        window=(30, 5), device="meta",
+    )  # fmt: skip
+    x, y = next(iter(b))
+    assert x.device.type == "meta" and y.device.type == "meta"
+    with pytest.raises(ValueError, match=r"received window=\(0, 5\)"):
+        Batches(wide_split(10), 2, window=(0, 5))

@@ -54,6 +54,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
         _print_table(datasets(args.data_dir), args.json)
         return 0
+    if args.action == "pack":
+        return _pack(args)
     if args.action == "check" and args.name and Path(args.name).is_dir():
         return _check_folder(args)
     if args.action == "check":
@@ -121,6 +123,38 @@ def _check_folder(args: argparse.Namespace) -> int:
         print(format_table(report))
         print(f"Train on it: convkit train {args.model} --data {args.name}")
     return 1 if report.errors else 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    """`convkit data pack FOLDER OUT`: the folder's converted images as tar shards, for the
+    recipe's input, fit and validation split (train's options give them, as train would)."""
+    from convkit.api import train_config
+    from convkit.data.folders import load_folder
+    from convkit.data.shards import pack
+    from convkit.models import model_info
+
+    settings = {"data": args.folder, "image_size": args.image_size, "fit": args.fit,
+                "seed": args.seed, "val_split": args.val_split}  # fmt: skip
+    cfg = train_config(args.recipe, settings={k: v for k, v in settings.items() if v is not None})
+    c, h, w = model_info(cfg.model).input_shape
+    shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
+    found = load_folder(
+        args.folder, shape, val_split=cfg.val_split, seed=cfg.seed, fit=cfg.fit, log=print
+    )
+    index = pack(
+        found, args.out, fit=cfg.fit, val_split=cfg.val_split, shard_images=args.shard_images,
+        log=print,
+    )  # fmt: skip
+    total = sum(s["bytes"] for shards in index["splits"].values() for s in shards)
+    options = "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in settings.items() if k != "data" and v
+    )
+    print(
+        f"Packed {args.folder} as {'x'.join(map(str, shape))} ({cfg.fit}) into {args.out}: "
+        f"{total / 1e6:,.1f} MB. Train on it: convkit train {args.recipe} --data {args.out}"
+        f"{options}; under torchrun each process reads only its own shards"
+    )
+    return 0
 
 
 # ---- models and summary -------------------------------------------------------------------------
@@ -577,6 +611,32 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
                         "--fit; default auto)")  # fmt: skip
     a.add_argument("--json", action="store_true")
     data_dir_flag(a)
+    a = actions.add_parser(
+        "pack",
+        help="write an image folder's converted images as tar shards (for torchrun)",
+        description="Convert FOLDER once for a model's input and write OUT: WebDataset-style "
+        "tar shards of train, val (the training images' holdout, or val/) and test, and "
+        "shards.json. `convkit train --data OUT` reads them; under torchrun, process r of w "
+        "reads shards r, r+w, ... only.",
+    )
+    a.add_argument("folder", help="the image folder (one folder per class, or train/ test/)")
+    a.add_argument("out", help="a new folder for the shards")
+    a.add_argument("--recipe", default="cifar10-cnn",
+                   help="convert for this recipe (or model), as `convkit train RECIPE --data "
+                        "FOLDER` would: its input, fit and validation split (default "
+                        "cifar10-cnn)")  # fmt: skip
+    a.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="resize to N x N (default: the model's input)")  # fmt: skip
+    a.add_argument("--fit", default=None, choices=_choices("fit"),
+                   help="how images of other shapes meet the input (as train's --fit)")  # fmt: skip
+    a.add_argument("--val-split", type=float, default=None, metavar="F",
+                   help="share of the training images packed as val (default: the recipe's; "
+                        "a val/ folder is packed instead)")  # fmt: skip
+    a.add_argument("--seed", type=int, default=None,
+                   help="the seed of the folder's split and order (as train's --seed)")  # fmt: skip
+    a.add_argument("--shard-images", type=int, default=0, metavar="N",
+                   help="images per shard (default: about 256 MB a shard); at least one "
+                        "training shard per process")  # fmt: skip
     a = actions.add_parser("download", help="fetch a dataset from its mirrors (verified)")
     a.add_argument("name")
     data_dir_flag(a)

@@ -78,14 +78,53 @@ def load_data(
     if not cfg.data:
         return load_dataset(cfg.dataset, data_dir, download=download, log=log), None
     from convkit.data.folders import load_folder
+    from convkit.data.shards import is_shards
 
     c, h, w = model_info(cfg.model).input_shape
     shape = (c, cfg.image_size, cfg.image_size) if cfg.image_size else (c, h, w)
+    if is_shards(cfg.data):
+        return _load_shards(cfg, shape, log), None
     found = load_folder(
         cfg.data, shape, val_split=cfg.val_split, seed=cfg.seed, fit=cfg.fit, log=log
     )
     spec = dataclasses.replace(found.dataset.spec, name=f"folder:{found.dataset.spec.name}")
     return dataclasses.replace(found.dataset, spec=spec, val=found.val), found.report
+
+
+def _load_shards(cfg: TrainConfig, shape: tuple[int, int, int], log) -> Dataset:
+    """This process's part of a packed folder (`convkit data pack`), checked against what the
+    config converts to: the shards hold images of one shape and fit, converted once."""
+    from convkit.data.shards import load_shards, read_index
+
+    index = read_index(cfg.data)
+    packed = tuple(index["image_shape"])
+    if packed != shape:
+        size = f"--image-size {packed[1]}" if packed[1] == packed[2] else "the same input size"
+        raise ConfigError(
+            f"{cfg.data} holds {'x'.join(map(str, packed))} images and {cfg.model} is given "
+            f"{'x'.join(map(str, shape))}: train with {size} and a model of {packed[0]} "
+            f"channel{'s' * (packed[0] != 1)}, or pack the folder again for this input"
+        )
+    if cfg.fit != index["fit"]:
+        raise ConfigError(
+            f"{cfg.data} was packed with --fit {index['fit']}: train with --fit {index['fit']} "
+            f"(predict converts pictures as the run says), or pack again with --fit {cfg.fit}"
+        )
+    if index["val"] != "folder" and index["val"] != cfg.val_split:
+        raise ConfigError(
+            f"{cfg.data} holds {index['val']:.0%} of its training images as val and the "
+            f"recipe holds out {cfg.val_split:.0%}: train with --val-split {index['val']}, or "
+            f"pack again with --recipe {cfg.recipe or cfg.model}"
+        )
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    found = load_shards(cfg.data, rank=rank, world=world, log=log)
+    if found.dropped and rank == 0:
+        log(
+            f"{found.dropped:,} training images left out so that each of {world} processes "
+            f"has {len(found.dataset.train):,} (shards of equal size lose none)"
+        )
+    spec = dataclasses.replace(found.dataset.spec, name=f"shards:{found.dataset.spec.name}")
+    return dataclasses.replace(found.dataset, spec=spec)
 
 
 def _predating(values: dict[str, Any]) -> dict[str, Any]:

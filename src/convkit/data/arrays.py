@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ class Dataset:
     test: Split
     files: dict[str, Path]  # file name -> the verified file it was read from
     val: Split | None = None  # a validation split of its own (an image folder's val/), if any
+    # True when the splits hold only this process's part (packed shards under torchrun), not
+    # the whole dataset for every process to take its part of
+    local: bool = False
+    stats: tuple[torch.Tensor, torch.Tensor] | None = None  # the training images' mean and std
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -98,6 +103,13 @@ class Batches:
     the same set of samples as in one process, split evenly over the processes, so DDP with
     the same global batch computes the same gradients. Every process gets the same number of
     batches (a remainder smaller than the number of processes is left out).
+
+    `window=(rows, block)`: for a split larger than memory (mapped from disk), shuffle blocks
+    of `block` consecutive rows, then the rows within each window of about `rows` rows, and
+    read each window with one sequential copy per block: memory holds a window, not the split,
+    and the disk is read in long runs instead of one row at a time (the file's rows are
+    already in a seeded random order, so a block mixes the classes as well as any rows do).
+    A window as large as the split is the plain shuffle, sample for sample.
     """
 
     def __init__(
@@ -113,6 +125,8 @@ class Batches:
         std: torch.Tensor | None = None,
         shard: tuple[int, int] = (0, 1),
         memory_format: torch.memory_format = torch.contiguous_format,
+        window: tuple[int, int] | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"expected batch_size >= 1, received batch_size={batch_size}")
@@ -127,11 +141,15 @@ class Batches:
         # augment(x, indices, epoch), applied to each uint8 batch (N, C, H, W) before conversion
         self.augment = augment
         self.epoch = 1  # which epoch the next pass is (the trainer sets it; augmentations read it)
-        device = split.images.device
+        # where batches go: the split's device, unless it stays on the host (read by window)
+        self.device = device = torch.device(device) if device is not None else split.images.device
         self.mean = None if mean is None else mean.to(device)
         self.std = None if std is None else std.to(device)
         self.rank, self.world = rank, world
         self.memory_format = memory_format
+        if window is not None and (window[0] < 1 or window[1] < 1):
+            raise ValueError(f"expected window=(rows >= 1, block >= 1), received window={window}")
+        self.window = window
 
     def _bounds(self) -> list[tuple[int, int]]:
         n, size = len(self.split), self.batch_size
@@ -145,11 +163,17 @@ class Batches:
     def __len__(self) -> int:
         return len(self._bounds())
 
+    def windowed(self) -> bool:
+        """True when a pass reads the split window by window (it is larger than one window)."""
+        return self.shuffle and self.window is not None and self.window[0] < len(self.split)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.split)
         images, labels = self.split.images, self.split.labels
-        order = None
-        if self.shuffle:
+        order = reader = None
+        if self.windowed():
+            order, reader = _windows(n, *self.window, self.generator, images)
+        elif self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(images.device)
         for start, stop in self._bounds():
             part = (stop - start) // self.world
@@ -160,13 +184,58 @@ class Batches:
                 idx = None
             else:
                 idx = order[start:stop]  # index_select: a tenth of the time of images[idx]
-                x, y = images.index_select(0, idx), labels.index_select(0, idx)
+                x = images.index_select(0, idx) if reader is None else reader(start, stop)
+                y = labels.index_select(0, idx)
+            if x.device != self.device:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                idx = None if idx is None else idx.to(self.device)
             if self.augment is not None:
                 if idx is None:
-                    idx = torch.arange(start, stop, device=images.device)
+                    idx = torch.arange(start, stop, device=self.device)
                 x = self.augment(x, idx, self.epoch)
             x = to_float(x, self.mean, self.std)
             yield x.contiguous(memory_format=self.memory_format), y
+
+
+def _windows(
+    n: int, rows: int, block: int, generator: torch.Generator | None, images: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[int, int], torch.Tensor]]:
+    """(order, read): an epoch's sample order made of windows of shuffled blocks, and
+    read(start, stop) -> images[order[start:stop]], copying each window in once, block by block."""
+    n_blocks = -(-n // block)
+    per_window = max(1, rows // block)
+    blocks = torch.randperm(n_blocks, generator=generator)
+    order, local, ranges, ends = [], [], [], []
+    for w in range(0, n_blocks, per_window):
+        chosen = blocks[w : w + per_window].sort().values  # read in file order: one long run
+        spans = [(int(b) * block, min(n, (int(b) + 1) * block)) for b in chosen]
+        size = sum(b - a for a, b in spans)
+        perm = torch.randperm(size, generator=generator)
+        rows_here = torch.cat([torch.arange(a, b) for a, b in spans])
+        order.append(rows_here[perm])
+        local.append(perm)
+        ranges.append(spans)
+        ends.append((ends[-1] if ends else 0) + size)
+    order_t, local_t = torch.cat(order), torch.cat(local)
+    loaded: dict[int, torch.Tensor] = {}
+
+    def window(w: int) -> torch.Tensor:
+        if w not in loaded:
+            for old in [k for k in loaded if k < w]:  # passed: free it before reading the next
+                del loaded[old]
+            loaded[w] = torch.cat([images[a:b] for a, b in ranges[w]])
+        return loaded[w]
+
+    def read(start: int, stop: int) -> torch.Tensor:
+        parts, i = [], start
+        while i < stop:
+            w = bisect.bisect_right(ends, i)
+            j = min(stop, ends[w])
+            parts.append(window(w).index_select(0, local_t[i:j]))
+            i = j
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    return order_t.to(images.device), read
 
 
 def shard_of(split: Split, rank: int, world: int) -> Split:

@@ -24,6 +24,7 @@ from convkit.data.augment import (
     ResizedCropFlip,
     translate_pad,
 )
+from convkit.data.memory import available_bytes
 from convkit.errors import ConfigError
 from convkit.models import create_model
 from convkit.models.permute import (
@@ -241,6 +242,12 @@ def _model_and_engine(
     return model, engine
 
 
+def own_part(dataset: Dataset, split: Split, rank: int, world: int) -> Split:
+    """This process's part of an evaluation split: all of it when the dataset holds only this
+    process's part already (packed shards), else every world-th image."""
+    return split if dataset.local else shard_of(split, rank, world)
+
+
 def _own_test(folder) -> bool:
     """True for an image folder with its own test/ folder (not a split of its classes)."""
     return folder is not None and folder.split.get("test") == "folder"
@@ -264,9 +271,17 @@ def _prepare(
         train_split, val_split = pool, dataset.val
     else:
         train_split, val_split = holdout_split(pool, cfg.val_split)
+    n_train, n_val = len(train_split), len(val_split)
+    if dataset.local:  # every process's images (each holds its own shards' part)
+        n_train, n_val = (int(v) for v in engine.all_sum(n_train, n_val))
+
+    def mine(split: Split) -> Split:
+        return own_part(dataset, split, rank, world)
+
     norm = {}
     if cfg.normalize == "standardize":  # with the training split's per-channel mean and std
-        norm = dict(zip(("mean", "std"), channel_stats(train_split), strict=True))
+        stats = dataset.stats or channel_stats(train_split)  # shards: all processes' images
+        norm = dict(zip(("mean", "std"), stats, strict=True))
     _check_model_fits(cfg, model, dataset)
     if hasattr(model, "fit_whitening") and not cfg.init:
         # A first layer fixed from the data (fine-tuning keeps the one it starts from; a
@@ -295,16 +310,36 @@ def _prepare(
         )
     layout = {"memory_format": engine.memory_format, **norm}
     dev = engine.device
+    available = available_bytes()
+    window = shuffle_window(train_split, available)
+    # Shards: each process shuffles its own images and takes batch_size / world of them a step
+    batch, shard = (
+        (cfg.batch_size // world, (0, 1)) if dataset.local else (cfg.batch_size, (rank, world))
+    )
     try:
+        if dataset.local and cfg.batch_size % world:
+            raise ValueError(
+                f"batch_size={cfg.batch_size} does not split evenly over {world} processes; "
+                f"choose a multiple of {world}"
+            )
         train_batches = Batches(
-            train_split.to(dev), cfg.batch_size, shuffle=True, generator=generators["shuffle"],
-            augment=augment, shard=(rank, world), **layout,
+            train_split if window else train_split.to(dev), batch, shuffle=True,
+            generator=generators["shuffle"], augment=augment, shard=shard,
+            window=window, device=dev, **layout,
         )  # fmt: skip
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if window:
+        size = train_split.images[0].numel() * train_split.images.element_size()
+        progress.message(
+            f"The training images ({len(train_split) * size / 1e9:.2f} GB) are more than half "
+            f"the memory left ({available / 1e9:.2f} GB): each epoch shuffles blocks of "
+            f"{window[1]:,} images, then the images within windows of {window[0]:,} "
+            f"({window[0] * size / 1e9:.2f} GB), read from the disk one window at a time"
+        )
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
-        cfg = plan_epochs(cfg, len(train_split), len(train_batches), progress)
-    val_batches = Batches(shard_of(val_split, rank, world).to(dev), cfg.eval_batch_size, **layout)
+        cfg = plan_epochs(cfg, n_train, len(train_batches), progress)
+    val_batches = Batches(mine(val_split).to(dev), cfg.eval_batch_size, **layout)
     weights = class_weights(
         cfg, train_split.labels, dataset.test.labels, len(dataset.classes), test_folder
     )
@@ -324,8 +359,22 @@ def _prepare(
         if weights is None
         else WeightedCrossEntropy(weights, cfg.label_smoothing),
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
-        n_train=len(train_split), n_val=len(val_split), progress=progress, started=started,
+        n_train=n_train, n_val=n_val, progress=progress, started=started,
     )  # fmt: skip
+
+
+BLOCK_BYTES = 1 << 20  # a block of rows read in one run: 1 MiB, 85 64x64 colour images
+
+
+def shuffle_window(split: Split, available: int) -> tuple[int, int] | None:
+    """(rows, block) for Batches' window when the split's images take more than half of the
+    `available` bytes (their pages, the window's copy, the model and the batches would not fit),
+    with windows of a quarter of it; None to shuffle row by row."""
+    row = split.images[0].numel() * split.images.element_size()
+    if len(split) * row <= available // 2:
+        return None
+    block = max(1, BLOCK_BYTES // row)
+    return max(block, available // 4 // row), block
 
 
 MAX_PLANNED_EPOCHS = 500  # a folder of a handful of images would plan thousands
@@ -475,7 +524,8 @@ def _run_epochs(s: Session) -> None:
         s.generators["augment"].manual_seed(cfg.seed + 1 + 1000 * rank + s.first_epoch)
     s.progress.message(
         f"Training {cfg.model} on {cfg.dataset}: {s.n_train:,} train / {s.n_val:,} val / "
-        f"{len(s.dataset.test):,} test images, {count_params(s.model):,} parameters -> {s.run.root}"
+        f"{s.dataset.spec.test_size if s.dataset.local else len(s.dataset.test):,} test images, "
+        f"{count_params(s.model):,} parameters -> {s.run.root}"
     )
     s.progress.message(_engine_line(engine))
     for epoch in range(s.first_epoch, cfg.epochs + 1):
@@ -568,7 +618,7 @@ def _finish(s: Session) -> dict[str, Any] | None:
     cfg, engine = s.cfg, s.engine
     engine.barrier()  # rank 0 has written the weights kept
     s.model.load_state_dict(s.run.load_weights())
-    test_split = shard_of(s.dataset.test, engine.dist.rank, engine.dist.world_size)
+    test_split = own_part(s.dataset, s.dataset.test, engine.dist.rank, engine.dist.world_size)
     test_batches = Batches(test_split.to(engine.device), cfg.eval_batch_size, **s.layout())
     plain = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # as `evaluate` tests
     test = _evaluate(engine, with_tta(s.model, cfg.tta), test_batches, plain)
@@ -666,7 +716,7 @@ def evaluate_run(
     engine = resolve_engine(cfg.device, cfg.precision, cfg.channels_last, "off", kept.model)
     model, _ = engine.prepare(kept.model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    test_split = shard_of(dataset.test, engine.dist.rank, engine.dist.world_size)
+    test_split = own_part(dataset, dataset.test, engine.dist.rank, engine.dist.world_size)
     batches = Batches(
         test_split.to(engine.device), cfg.eval_batch_size, memory_format=engine.memory_format,
         **kept.normalization,

@@ -1,6 +1,7 @@
 """Folders of pictures built from the data we have, trained by the default command and by hand.
 
     python benchmarks/default_folders.py [--work /tmp/default-folders] [--only NAME ...]
+                                         [--seeds 0 1 2]
 
 Issue 20 asks that `convkit train RECIPE --data FOLDER`, with nothing else said, comes within
 1 point of the best command found by hand on folders of every size. This script writes the
@@ -92,8 +93,8 @@ def build(name: str, folder: Path) -> None:
             _write(images[i], folder / "test" / classes[c] / f"{i}.{fmt}", size, fmt)
 
 
-def commands(name: str, folder: Path, work: Path) -> list[tuple[str, list[str]]]:
-    data = ["--data", str(folder), "--seed", "0"]
+def commands(name: str, folder: Path, work: Path, seed: int = 0) -> list[tuple[str, list[str]]]:
+    data = ["--data", str(folder), "--seed", str(seed)]
     if name == "digits":
         return [
             ("default", ["mnist-cnn", *data]),
@@ -135,27 +136,47 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/default-folders")
     parser.add_argument("--only", nargs="*",
                         default=["digits", "colour100", "colour500", "catdog", "shipplane"])  # fmt: skip
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="train every command with each seed and print the means (the "
+                             "table then has one column per seed)")  # fmt: skip
     args = parser.parse_args()
     work = Path(args.work)
     os.environ.setdefault("XDG_CACHE_HOME", str(work / "cache"))
     if any(n.startswith("colour") for n in args.only) and not (work / "source").is_dir():
         convkit("train", "cifar10-quick", "--seed", "0", "--out", str(work / "source"))
-    print("| folder | command | test accuracy | training s | epochs |")
-    print("|---|---|---:|---:|---:|")
+    seeds = args.seeds or [0]
+    if args.seeds:
+        print(f"| folder | command | mean test accuracy | {' | '.join(f'seed {s}' for s in seeds)} "
+              f"| training s (mean) | epochs |")  # fmt: skip
+        print("|---|---|---:|" + "---:|" * len(seeds) + "---:|---:|")
+    else:
+        print("| folder | command | test accuracy | training s | epochs |")
+        print("|---|---|---:|---:|---:|")
     for name in args.only:
         folder = work / name
         if not (folder / "test").is_dir():
             t0 = time.perf_counter()
             build(name, folder)
             print(f"<!-- wrote {name} in {time.perf_counter() - t0:.1f} s -->", flush=True)
-        for label, cmd in commands(name, folder, work):
-            out = work / "runs" / f"{name}-{label.replace(' ', '_').replace(':', '')}"
-            if out.exists():
-                result = json.loads((out / "result.json").read_text())
+        for i, (label, _) in enumerate(commands(name, folder, work)):
+            results = []
+            for seed in seeds:
+                _, cmd = commands(name, folder, work, seed)[i]
+                tag = label.replace(" ", "_").replace(":", "")
+                out = work / "runs" / (f"{name}-{tag}" + (f"-s{seed}" if args.seeds else ""))
+                if out.exists():
+                    results.append(json.loads((out / "result.json").read_text()))
+                else:
+                    results.append(convkit("train", *cmd, "--out", str(out)))
+            accs = [r["test_accuracy"] for r in results]
+            secs = sum(r["train_seconds"] for r in results) / len(results)
+            if args.seeds:
+                print(f"| {name} | {label} | {np.mean(accs):.2%} | "
+                      + " | ".join(f"{a:.2%}" for a in accs)
+                      + f" | {secs:.1f} | {results[0]['epochs']} |", flush=True)  # fmt: skip
             else:
-                result = convkit("train", *cmd, "--out", str(out))
-            print(f"| {name} | {label} | {result['test_accuracy']:.2%} | "
-                  f"{result['train_seconds']:.1f} | {result['epochs']} |", flush=True)  # fmt: skip
+                print(f"| {name} | {label} | {accs[0]:.2%} | {secs:.1f} | "
+                      f"{results[0]['epochs']} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training on a folder larger than memory: reading by window against row by row, in a cgroup.
 
     python benchmarks/large_folder.py [--work /tmp/big] [--images 200000] [--limit-gb 1.5]
-                                      [--epochs 2] [--rows-too]
+                                      [--epochs 2] [--rows-too] [--runs memory windows rows]
 
 Issue 20 asks that a folder whose decoded images do not fit in memory trains with bounded
 memory, and for its throughput against the same folder in memory. This script writes a folder
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -87,27 +88,30 @@ def train(folder: Path, out: Path, epochs: int, limit: int | None, env: dict, *e
     cmd = [
         sys.executable, "-m", "convkit", "train", "cifar10-quick", "--data", str(folder),
         "--image-size", "64", "--epochs", str(epochs), "--patience", "0", "--out", str(out),
-        "--json", "--quiet", *extra,
+        "--json", *extra,
     ]  # fmt: skip
 
     def join() -> None:
         if group is not None:
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
+    shutil.rmtree(out, ignore_errors=True)  # a run of an earlier call of this script
     drop_caches()
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.with_suffix(".log")
     t0 = time.perf_counter()
-    with open(log, "w") as err, open(out.with_suffix(".json"), "w") as res:
-        proc = subprocess.Popen(
-            cmd, env={**os.environ, **env}, stdout=res, stderr=err, preexec_fn=join
-        )
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
-    wall = time.perf_counter() - t0
-    peak_group = int((group / "memory.max_usage_in_bytes").read_text()) if group else None
-    failcnt = int((group / "memory.failcnt").read_text()) if group else None
-    if group is not None:
-        group.rmdir()
+    try:
+        with open(log, "w") as err, open(out.with_suffix(".json"), "w") as res:
+            proc = subprocess.Popen(
+                cmd, env={**os.environ, **env}, stdout=res, stderr=err, preexec_fn=join
+            )
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        wall = time.perf_counter() - t0
+        peak_group = int((group / "memory.max_usage_in_bytes").read_text()) if group else None
+        failcnt = int((group / "memory.failcnt").read_text()) if group else None
+    finally:
+        if group is not None:
+            group.rmdir()
     stderr = log.read_text()
     if status != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({status}):\n{stderr[-3000:]}")
@@ -133,6 +137,13 @@ def main() -> None:
     p.add_argument("--limit-gb", type=float, default=1.5)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--rows-too", action="store_true")
+    p.add_argument(
+        "--runs",
+        nargs="*",
+        default=None,
+        choices=("memory", "windows", "rows"),
+        help="which runs (default: memory and windows, and rows with --rows-too)",
+    )
     args = p.parse_args()
     folder = args.work / "folder"
     build(folder, args.images, args.size)
@@ -140,13 +151,17 @@ def main() -> None:
     t0 = time.perf_counter()  # decode once, outside the timed runs (1 epoch on 1,000 images)
     train(folder, args.work / "decode", 1, None, {}, "--limit", "1000")
     print(f"decoded (and trained on 1,000 images) in {time.perf_counter() - t0:.1f} s")
-    runs = [("in memory", None, {}), (f"limit {args.limit_gb} GiB, windows", limit, {})]
-    if args.rows_too:
-        runs.append((f"limit {args.limit_gb} GiB, rows", limit, {"CONVKIT_MEMORY": "1e12"}))
+    every = {
+        "memory": ("in memory", None, {}),
+        "windows": (f"limit {args.limit_gb} GiB, windows", limit, {}),
+        "rows": (f"limit {args.limit_gb} GiB, rows", limit, {"CONVKIT_MEMORY": "1e12"}),
+    }
+    chosen = args.runs or ["memory", "windows"] + ["rows"] * args.rows_too
+    runs = [every[k] for k in chosen]
     print("| run | epoch images/s | wall | peak RSS | cgroup peak | failcnt | test acc |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for i, (name, lim, env) in enumerate(runs):
-        r = train(folder, args.work / f"run{i}", args.epochs, lim, env)
+        r = train(folder, args.work / f"run-{chosen[i]}", args.epochs, lim, env)
         rates = ", ".join(f"{v:,.0f}" for v in r["rates"] if v)
         window = [ln for ln in r["stderr"].splitlines() if "windows of" in ln]
         group = "" if r["peak_group"] is None else f"{r['peak_group'] / 1e9:.2f} GB"

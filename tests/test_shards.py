@@ -82,11 +82,26 @@ def test_shards_read_back_the_folder_split_for_split(packed):
 
 def test_shards_larger_than_memory_are_joined_in_a_mapped_file_that_is_not_left(packed, tmp_path):
     _, out = packed
-    pieces = [shards._read_shard(out, e, (3, 32, 32)) for e in _index(out)["splits"]["train"]]
-    joined = shards._join(pieces, (3, 32, 32), room=100_000)  # 130 images of 3 KB: 400 kB
-    assert torch.equal(joined.images, torch.cat([p.images for p in pieces]))
-    assert joined.images.untyped_storage().nbytes() == 130 * 3072  # mapped, not a copy in memory
+    entries = _index(out)["splits"]["train"]
+    pieces = [shards._read_shard(out, e, (3, 32, 32), 3) for e in entries]
+    small = shards._join(pieces, (3, 32, 32), 10_000_000)  # 130 images of 3 KB: 400 kB
+    assert _mapping(small.images) is None  # in memory
+    joined = shards._join(pieces, (3, 32, 32), 1_000_000)
+    assert torch.equal(joined.images, small.images)
+    where = _mapping(joined.images)
+    assert where is not None and where.endswith("(deleted)"), where  # a file with no name
     assert list((Path(os.environ["XDG_CACHE_HOME"]) / "convkit" / "shards").iterdir()) == []
+
+
+def _mapping(t: torch.Tensor) -> str | None:
+    """The file a tensor's memory is mapped from (from /proc/self/maps), or None."""
+    address = t.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in span.split("-"))
+        if lo <= address < hi:
+            return rest[4] if len(rest) > 4 and rest[4].startswith("/") else None
+    return None
 
 
 def _index(out: Path) -> dict:
@@ -190,8 +205,56 @@ def test_a_tar_written_by_another_tool_is_read_member_by_member(tmp_path):
         "nsamples": 3,
         "bytes": (root / "train-000000.tar").stat().st_size,
     }
-    split = shards._read_shard(root, entry, (1, 4, 4))
+    split = shards._read_shard(root, entry, (1, 4, 4), 2)
     assert np.array_equal(split.images.numpy(), images) and split.labels.tolist() == [0, 1, 0]
+
+
+def test_class_weights_count_every_process_images_when_each_holds_its_own():
+    from convkit.train import TrainConfig
+    from convkit.train.runner import class_weights
+
+    cfg = TrainConfig(class_weights="balanced")
+    mine = torch.tensor([0, 0, 0, 1])  # this process: 3 to 1; all processes: 50 to 50
+    alone = class_weights(cfg, mine, mine, 2, False)
+    together = class_weights(cfg, mine, mine, 2, False, torch.tensor([50.0, 50.0]))
+    assert alone[1] > 2 * alone[0]
+    assert together.tolist() == [1.0, 1.0]
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]], directory: str | None = None) -> dict:
+    with tarfile.open(path, "w") as tar:
+        if directory:
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, payload in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return {"url": path.name, "nsamples": len(members) // 2, "bytes": path.stat().st_size}
+
+
+def test_a_tar_made_by_tar_from_a_folder_is_read_and_bad_samples_are_named(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    a, b = np.zeros((1, 4, 4), np.uint8), np.full((1, 4, 4), 7, np.uint8)
+    # `tar -C dir .` names members ./000.npy and adds the folder itself
+    entry = _tar(root / "train-000000.tar", [("./000.npy", _npy(a)), ("./000.cls", b"1"),
+                 ("./001.npy", _npy(b)), ("./001.cls", b"0")], directory=".")  # fmt: skip
+    split = shards._read_shard(root, entry, (1, 4, 4), 2)
+    assert split.labels.tolist() == [1, 0] and int(split.images[1].max()) == 7
+    entry = _tar(root / "train-000001.tar", [("0.npy", _npy(a)), ("0.cls", b"5")])
+    with pytest.raises(
+        DataError, match=r"train-000001.tar: sample '0' has class 5, expected 0 to 1"
+    ):
+        shards._read_shard(root, entry, (1, 4, 4), 2)
+    entry = _tar(root / "train-000002.tar", [("0.npy", _npy(a)), ("0.cls", b"0"),
+                 ("1.npy", _npy(a.reshape(4, 1, 4))), ("1.cls", b"0")])  # fmt: skip
+    with pytest.raises(DataError, match=r"train-000002.tar: its arrays are not all"):
+        shards._read_shard(root, entry, (1, 4, 4), 2)
+    entry = _tar(root / "train-000003.tar", [("0.npy", _npy(a)), ("0.txt", b"0")])
+    with pytest.raises(DataError, match=r"sample '0' has \['npy', 'txt'\], expected"):
+        shards._read_shard(root, entry, (1, 4, 4), 2)
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -214,7 +277,8 @@ def test_two_processes_read_only_their_own_shards_and_train_as_one_process(packe
                 shutil.copy(out / e["url"], own)
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    loud = [a for a in TRAIN if a != "--quiet"]  # each process says which shards it reads
+    # each process says which shards it reads; balanced weights count every process's images
+    loud = [a for a in TRAIN if a != "--quiet"] + ["--class-weights", "balanced"]
     train = " ".join([sys.executable, "-m", "convkit", "train", *loud, "--epochs", "6"])
     script = f"exec {train} --data {tmp_path}/machine$LOCAL_RANK --out {tmp_path}/ddp --json"
     done = subprocess.run(
@@ -226,9 +290,10 @@ def test_two_processes_read_only_their_own_shards_and_train_as_one_process(packe
         "process 0 of 2: shards train-000000.tar, train-000002.tar, train-000004.tar" in done.stderr
     )
     assert "process 1 of 2: shards train-000001.tar, train-000003.tar" in done.stderr
+    assert done.stderr.count("Class weights in the loss (balanced)") == 1  # said by rank 0
     ddp = Run(tmp_path / "ddp").result()
     assert ddp["engine"]["world_size"] == 2
-    assert main(["train", *TRAIN, "--epochs", "6", "--data", str(out), "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+    assert main(["train", *TRAIN, "--epochs", "6", "--class-weights", "balanced", "--data", str(out), "--out", str(tmp_path / "one")]) == 0  # fmt: skip
     one = Run(tmp_path / "one").result()
     assert len(metrics(tmp_path / "ddp")) == len(metrics(tmp_path / "one")) == 6
     assert ddp["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.06)

@@ -147,7 +147,9 @@ def _pack(args: argparse.Namespace) -> int:
     )  # fmt: skip
     total = sum(s["bytes"] for shards in index["splits"].values() for s in shards)
     options = "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in settings.items() if k != "data" and v
+        f" --{k.replace('_', '-')} {v}"
+        for k, v in settings.items()
+        if k != "data" and v is not None
     )
     print(
         f"Packed {args.folder} as {'x'.join(map(str, shape))} ({cfg.fit}) into {args.out}: "

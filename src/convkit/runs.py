@@ -116,7 +116,9 @@ def _load_shards(cfg: TrainConfig, shape: tuple[int, int, int], log) -> Dataset:
             f"recipe holds out {cfg.val_split:.0%}: train with --val-split {index['val']}, or "
             f"pack again with --recipe {cfg.recipe or cfg.model}"
         )
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    from convkit.train.engine import torchrun_place
+
+    rank, world = torchrun_place()
     found = load_shards(cfg.data, rank=rank, world=world, log=log)
     if found.dropped and rank == 0:
         log(

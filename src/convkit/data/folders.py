@@ -12,10 +12,8 @@ are listed as ignored.
 
 Conversion. Every image goes through `convkit.data.images.load_image`, the one conversion that
 predict, inspect and the web page use: grey or RGB, light backgrounds inverted for grey models,
-and resized to the model's (H, W) by stretching, as load_image does (and as Keras's
-`image_dataset_from_directory` does by default). A photo's aspect ratio is therefore not kept;
-resizing the short side and centre-cropping would keep it, but training must convert exactly
-as prediction converts, so that waits for an option of load_image that predict records too.
+and fitted to the model's (H, W) as the run's `fit` says (images.FITS: crop, pad, stretch, or
+auto), which the run records so that prediction converts exactly as training did.
 
 Split. Without a test/ folder, each class is split on its own (stratified): its files are
 ordered by a seeded hash of their paths (a seeded shuffle that stays put when a file is added:
@@ -37,7 +35,9 @@ written last, atomically: it is the commit point, so a killed build leaves the p
 (or none) and never half of one. A load whose folder is unchanged (same files, sizes and mtimes;
 same conversion, including the source of images.py and Pillow's version) maps the .npy and
 decodes nothing; otherwise the cache is rebuilt, decoding only the files added or changed and
-copying the other rows. Training reads the memory-mapped rows (copy-on-write).
+copying the other rows. Training reads the memory-mapped rows (copy-on-write): row by row while
+they fit in half the memory left, else window by window (arrays.Batches, data/memory.py).
+`convkit data pack` writes the same rows as tar shards for several machines (data/shards.py).
 """
 
 from __future__ import annotations

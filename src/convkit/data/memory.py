@@ -98,9 +98,9 @@ def available_bytes() -> int:
     if override:
         try:
             return int(float(override))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ValueError(
-                f"CONVKIT_MEMORY={override!r}: expected a number of bytes, such as 2e9"
+                f"CONVKIT_MEMORY={override!r}: expected a finite number of bytes, such as 2e9"
             ) from None
     values = [v for v in (meminfo_available(), cgroup_available()) if v is not None]
     return min(values) if values else _UNLIMITED

@@ -29,7 +29,6 @@ A tar written otherwise (by another tool) is read member by member.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -47,8 +46,9 @@ import torch
 from convkit.data.arrays import Dataset, Split, channel_stats, holdout_split
 from convkit.data.catalog import DatasetSpec
 from convkit.data.memory import available_bytes
-from convkit.data.sources import Log, _stderr
+from convkit.data.sources import Log, _stderr, cache_dir, file_digests
 from convkit.errors import ConfigError, DataError
+from convkit.fileio import write_json
 
 INDEX = "shards.json"
 KIND = "convkit-shards"
@@ -78,7 +78,9 @@ def pack(
     must not exist or be empty; returns the index. `shard_images`: images per shard (0: about
     SHARD_BYTES)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file: pack into a new folder")
+    if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} already exists and is not empty: pack into a new folder")
     data: Dataset = folder.dataset
     if folder.val is not None:
@@ -87,9 +89,13 @@ def pack(
         train, val = holdout_split(data.train, val_split)
     image_bytes = int(np.prod(data.spec.image_shape))
     if shard_images < 0:
-        raise ConfigError(f"expected shard_images >= 1, received shard_images={shard_images}")
+        raise ConfigError(
+            f"expected shard_images >= 1 (or 0: about {SHARD_BYTES >> 20} MiB a shard), "
+            f"received shard_images={shard_images}"
+        )
     per = shard_images or max(1, SHARD_BYTES // image_bytes)
     mean, std = channel_stats(train)
+    _remove_abandoned(out)
     work = out.with_name(f".{out.name}.packing-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -115,7 +121,7 @@ def pack(
             "std": std.tolist(),
             "splits": splits,
         }
-        (work / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        write_json(work / INDEX, index)
         if out.exists():
             out.rmdir()
         os.replace(work, out)
@@ -134,16 +140,20 @@ def _write_shard(path: Path, split: Split, first: int) -> dict[str, Any]:
             np.lib.format.write_array(buf, np.ascontiguousarray(images[i]), allow_pickle=False)
             _add(tar, f"{key}.npy", buf.getvalue())
             _add(tar, f"{key}.cls", str(int(labels[i])).encode())
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
     return {
         "url": path.name,
         "nsamples": len(labels),
         "bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "sha256": file_digests(path)[1],
     }
+
+
+def _remove_abandoned(out: Path) -> None:
+    """The work folders of packs into `out` that were killed (their process is gone)."""
+    for work in out.parent.glob(f".{out.name}.packing-*"):
+        pid = work.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -161,12 +171,21 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
         index = json.loads((root / INDEX).read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{root / INDEX}: cannot be read ({exc}); pack the folder again") from None
-    if index.get("kind") != KIND or index.get("version") != VERSION:
+    if not isinstance(index, dict) or index.get("kind") != KIND or index.get("version") != VERSION:
+        index = index if isinstance(index, dict) else {}
         raise DataError(
             f"{root / INDEX}: expected kind {KIND!r} version {VERSION}, found "
             f"{index.get('kind')!r} version {index.get('version')}; pack the folder again "
             f"with this convkit"
         )
+    missing = [
+        k
+        for k in ("classes", "image_shape", "fit", "val", "mean", "std", "splits")
+        if k not in index
+    ]
+    missing += [f"splits.{k}" for k in ("train", "val", "test") if k not in index.get("splits", {})]
+    if missing:
+        raise DataError(f"{root / INDEX}: lacks {', '.join(missing)}; pack the folder again")
     return index
 
 
@@ -180,11 +199,20 @@ class Shards:
 
 
 def load_shards(
-    path: str | os.PathLike, *, rank: int = 0, world: int = 1, log: Log = _stderr
+    path: str | os.PathLike,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    room: int | None = None,
+    log: Log = _stderr,
 ) -> Shards:
     """Process `rank` of `world`'s shards of each split of a packed folder (every shard in one
-    process), its training images cut to the fewest any process has."""
+    process), its training images cut to the fewest any process has. `room`: the bytes of
+    memory this process may fill (default: the memory left, shared by the processes that
+    torchrun started on this machine)."""
     root = Path(path)
+    if room is None:
+        room = available_bytes() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     index = read_index(root)
     shape = tuple(index["image_shape"])
     lists = index["splits"]
@@ -200,8 +228,8 @@ def load_shards(
     for name in ("train", "val", "test"):
         mine = lists[name][rank::world]
         read[name] = [s["url"] for s in mine]
-        pieces = [_read_shard(root, s, shape) for s in mine]
-        parts[name] = _join(pieces, shape)
+        pieces = [_read_shard(root, s, shape, len(index["classes"])) for s in mine]
+        parts[name] = _join(pieces, shape, room)
     train = parts["train"][:keep]
     total = {name: sum(s["nsamples"] for s in lists[name]) for name in lists}
     if world > 1:
@@ -229,38 +257,31 @@ def load_shards(
     return Shards(dataset, parts["val"], index, read, sum(counts) - keep * world)
 
 
-def _join(pieces: list[Split], shape: tuple[int, ...], room: int | None = None) -> Split:
-    """One split of a process's shards: in memory, or, when they take more than half the
-    memory left (`room`, bytes), copied into an unlinked file that is mapped, so training reads
-    them by window (Batches) as it reads a folder's cache. Nothing is left on disk."""
+def _join(pieces: list[Split], shape: tuple[int, ...], room: int) -> Split:
+    """One split of a process's shards: in memory while it takes at most a third of the memory
+    left to this process (`room`, bytes: the runner then keeps shuffling row by row), else
+    copied into a file with no name (gone when the process ends, however it ends) and mapped,
+    so that training reads it window by window as it reads a folder's cache."""
     if not pieces:
         return Split(torch.zeros((0, *shape), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
     if len(pieces) == 1:
         return pieces[0]
     labels = torch.cat([p.labels for p in pieces])
     n = len(labels)
-    room = available_bytes() if room is None else room
-    if n * int(np.prod(shape)) <= room // 2:
+    if n * int(np.prod(shape)) <= room // 3:
         return Split(torch.cat([p.images for p in pieces]), labels)
-    spill = _spill_dir()
-    with tempfile.NamedTemporaryFile(dir=spill, prefix="shards-", suffix=".npy") as f:
-        array = np.lib.format.open_memmap(f.name, mode="w+", dtype=np.uint8, shape=(n, *shape))
+    spill = cache_dir().parent / "shards"
+    spill.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=spill) as f:  # unlinked from the start
+        array = np.memmap(f, dtype=np.uint8, mode="w+", shape=(n, *shape))
         at = 0
         for p in pieces:  # shard by shard: one sequential read and write each
             array[at : at + len(p)] = p.images.numpy()
             at += len(p)
-        array.flush()
-        mapped = np.load(f.name, mmap_mode="c")
-    return Split(torch.from_numpy(mapped), labels)  # the mapping keeps the unlinked file
+    return Split(torch.from_numpy(array), labels)  # the mapping keeps the file's pages
 
 
-def _spill_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convkit" / "shards"
-    base.mkdir(parents=True, exist_ok=True)
-    return base
-
-
-def _read_shard(root: Path, entry: dict[str, Any], shape: tuple[int, ...]) -> Split:
+def _read_shard(root: Path, entry: dict[str, Any], shape: tuple[int, ...], n_classes: int) -> Split:
     name = entry["url"]
     if not _NAME.match(name):
         raise DataError(f"{root / INDEX}: unexpected shard name {name!r}; pack again")
@@ -277,17 +298,22 @@ def _read_shard(root: Path, entry: dict[str, Any], shape: tuple[int, ...]) -> Sp
             f"copy it again or pack again"
         )
     try:
-        with tarfile.open(path) as tar:
-            members = tar.getmembers()
+        with tarfile.open(path, "r:") as tar:  # uncompressed: the images are mapped in place
             samples: dict[str, dict[str, tarfile.TarInfo]] = {}
-            for m in members:
-                key, _, ext = m.name.partition(".")
-                samples.setdefault(key, {})[ext] = m
+            for m in tar.getmembers():
+                if not m.isfile():
+                    continue
+                folder, base = os.path.split(m.name)  # WebDataset: key = up to the first dot
+                stem, _, ext = base.partition(".")
+                samples.setdefault(os.path.join(folder, stem), {})[ext] = m
             keys = sorted(samples)
             labels = []
             for key in keys:
                 if set(samples[key]) != {"npy", "cls"}:
-                    raise DataError(f"{path}: sample {key} has {sorted(samples[key])}")
+                    raise DataError(
+                        f"{path}: sample {key!r} has {sorted(samples[key])}, expected "
+                        f"['cls', 'npy']"
+                    )
                 labels.append(int(tar.extractfile(samples[key]["cls"]).read()))
             images = _images(path, tar, [samples[k]["npy"] for k in keys], shape)
     except (tarfile.TarError, ValueError, OSError) as exc:
@@ -296,12 +322,19 @@ def _read_shard(root: Path, entry: dict[str, Any], shape: tuple[int, ...]) -> Sp
         ) from None
     if len(keys) != entry["nsamples"]:
         raise DataError(f"{path}: {len(keys)} samples, {INDEX} says {entry['nsamples']}")
+    bad = [(k, c) for k, c in zip(keys, labels, strict=True) if not 0 <= c < n_classes]
+    if bad:
+        raise DataError(
+            f"{path}: sample {bad[0][0]!r} has class {bad[0][1]}, expected 0 to "
+            f"{n_classes - 1} ({n_classes} classes in {INDEX})"
+        )
     return Split(torch.from_numpy(images), torch.tensor(labels, dtype=torch.int64))
 
 
 def _images(path: Path, tar: tarfile.TarFile, members: list, shape: tuple[int, ...]) -> np.ndarray:
-    """(N, C, H, W) uint8: a strided view of the mapped file when the samples are evenly
-    spaced (as pack writes them), else read one by one."""
+    """(N, C, H, W) uint8 from the mapped file: a strided view when the samples are evenly
+    spaced (as pack writes them), else copied one by one. Every member must be a .npy array
+    of `shape` uint8 with the same header bytes."""
     if not members:
         return np.zeros((0, *shape), dtype=np.uint8)
     with tar.extractfile(members[0]) as f:
@@ -318,25 +351,31 @@ def _images(path: Path, tar: tarfile.TarFile, members: list, shape: tuple[int, .
         raise DataError(
             f"{path}: images of shape {tuple(header_shape)} {dtype}, expected {shape} uint8"
         )
+    row = int(np.prod(shape))
+    wrong = [m for m in members if m.size != header + row]
+    if wrong:
+        raise DataError(
+            f"{path}: {wrong[0].name} holds {wrong[0].size} bytes, expected {header + row} "
+            f"(a {shape} uint8 array)"
+        )
     starts = np.array([m.offset_data for m in members], dtype=np.int64)
-    sizes = {m.size for m in members}
     stride = int(starts[1] - starts[0]) if len(starts) > 1 else 0
-    even = len(sizes) == 1 and np.all(np.diff(starts) == stride)
-    if even:
-        mapped = np.memmap(path, dtype=np.uint8, mode="c")
+    mapped = np.memmap(path, dtype=np.uint8, mode="c")
+    first_header = np.array(mapped[starts[0] : starts[0] + header])
+    if any(not np.array_equal(mapped[a : a + header], first_header) for a in starts[1:]):
+        raise DataError(f"{path}: its arrays are not all {shape} uint8 (their headers differ)")
+    if np.all(np.diff(starts) == stride):
         first = int(starts[0]) + header
-        row = int(np.prod(shape))
         view = np.lib.stride_tricks.as_strided(
             mapped[first:],
             shape=(len(members), row),
             strides=(stride or row, 1),
         )
         return view.reshape(len(members), *shape) if stride == row else _strided(view, shape)
-    out = np.empty((len(members), *shape), dtype=np.uint8)
-    for i, m in enumerate(members):
-        with tar.extractfile(m) as f:
-            out[i] = np.lib.format.read_array(io.BytesIO(f.read()), allow_pickle=False)
-    return out
+    out = np.empty((len(members), row), dtype=np.uint8)  # spaced unevenly: copied one by one
+    for i, a in enumerate(starts):
+        out[i] = mapped[a + header : a + header + row]
+    return out.reshape(len(members), *shape)
 
 
 def _strided(view: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -29,6 +29,7 @@ from convkit.data.geometry import check_max_shift, rescale, rotate, translate
 from convkit.errors import ConfigError
 from convkit.models.tta import with_tta
 from convkit.runs import KeptModel
+from convkit.train.runner import eval_batch
 
 TESTS = ("shift", "rotate", "scale", "corrupt")
 ANGLES = tuple(range(-45, 50, 5))  # degrees, counterclockwise positive
@@ -94,7 +95,7 @@ class Scorer:
         """(N,) int64 predicted classes, on the CPU."""
         split = Split(images, torch.zeros(len(images), dtype=torch.int64))
         batches = Batches(
-            split.to(self.engine.device), self.kept.cfg.eval_batch_size,
+            split.to(self.engine.device), eval_batch(self.kept.cfg, split),
             memory_format=self.engine.memory_format, **self.kept.normalization,
         )  # fmt: skip
         out = []

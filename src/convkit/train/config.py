@@ -138,7 +138,9 @@ class TrainConfig:
         "best", "weights kept and tested: best val loss, or the last epoch's", ("best", "last")
     )
     limit: int = _setting(0, "use only the first N training images, before the split (0: all)")
-    eval_batch_size: int = _setting(1000, "images per batch when evaluating")
+    eval_batch_size: int = _setting(
+        1000, "images per batch when evaluating, of 32x32 pixels: larger images get fewer"
+    )
     seed: int = _setting(0, "seed for initialisation, shuffling and dropout")
     threads: int = _setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
     device: str = _setting(

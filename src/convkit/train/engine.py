@@ -101,6 +101,11 @@ class Distributed:
     def active(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def local_world_size(self) -> int:
+        """Processes on this machine (torchrun's LOCAL_WORLD_SIZE): they share its memory."""
+        return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.active else 1
+
 
 def _local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
@@ -116,6 +121,14 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def torchrun_place() -> tuple[int, int]:
+    """(rank, world size) torchrun gave this process, before the process group is joined (data
+    is loaded before the model and the engine exist); (0, 1) otherwise."""
+    if not launched_by_torchrun():
+        return 0, 1
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
 def backend_for(device: torch.device) -> str:
     """The collective backend for a device: NCCL between GPUs, gloo between CPUs."""
     return "nccl" if device.type == "cuda" else "gloo"
@@ -124,7 +137,8 @@ def backend_for(device: torch.device) -> str:
 def init_distributed(device: torch.device) -> Distributed:
     """Join the process group torchrun set up (once per process); one process otherwise.
 
-    This is the only place that reads torchrun's RANK and WORLD_SIZE, and the only one that
+    This and torchrun_place (for loading a process's own data shards before the engine exists)
+    are the only places that read torchrun's RANK and WORLD_SIZE, and this is the only one that
     starts a process group: everything else gets the Engine's `Distributed`."""
     import torch.distributed as dist
 

@@ -310,8 +310,12 @@ def _prepare(
         )
     layout = {"memory_format": engine.memory_format, **norm}
     dev = engine.device
-    available = available_bytes()
+    # The memory left is shared by the processes torchrun started on this machine. Every
+    # process must shuffle alike (each takes its part of the same batches): rank 0 decides.
+    available = available_bytes() // max(1, engine.dist.local_world_size)
     window = shuffle_window(train_split, available)
+    if not dataset.local:
+        window = engine.broadcast(window)
     # Shards: each process shuffles its own images and takes batch_size / world of them a step
     batch, shard = (
         (cfg.batch_size // world, (0, 1)) if dataset.local else (cfg.batch_size, (rank, world))
@@ -330,7 +334,7 @@ def _prepare(
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if window:
-        size = train_split.images[0].numel() * train_split.images.element_size()
+        size = row_bytes(train_split)
         progress.message(
             f"The training images ({len(train_split) * size / 1e9:.2f} GB) are more than half "
             f"the memory left ({available / 1e9:.2f} GB): each epoch shuffles blocks of "
@@ -339,9 +343,13 @@ def _prepare(
         )
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
         cfg = plan_epochs(cfg, n_train, len(train_batches), progress)
-    val_batches = Batches(mine(val_split).to(dev), cfg.eval_batch_size, **layout)
+    val_batches = Batches(mine(val_split).to(dev), eval_batch(cfg, val_split), **layout)
+    counts = None
+    if dataset.local:
+        mine_count = torch.bincount(train_split.labels, minlength=len(dataset.classes))
+        counts = torch.tensor(engine.all_sum(*mine_count.tolist()))
     weights = class_weights(
-        cfg, train_split.labels, dataset.test.labels, len(dataset.classes), test_folder
+        cfg, train_split.labels, dataset.test.labels, len(dataset.classes), test_folder, counts
     )
     if weights is not None:
         progress.message(
@@ -366,11 +374,27 @@ def _prepare(
 BLOCK_BYTES = 1 << 20  # a block of rows read in one run: 1 MiB, 85 64x64 colour images
 
 
+EVAL_PIXELS = 32 * 32  # eval_batch_size counts images of this many pixels (or fewer)
+
+
+def eval_batch(cfg: TrainConfig, split: Split) -> int:
+    """Images per evaluation batch: eval_batch_size for images up to 32x32 (MNIST, CIFAR-10),
+    proportionally fewer for larger ones, so that evaluating a 224x224 folder does not take
+    49 times the memory (the answers do not depend on the batch)."""
+    pixels = math.prod(split.images.shape[2:])
+    return max(1, min(cfg.eval_batch_size, cfg.eval_batch_size * EVAL_PIXELS // max(1, pixels)))
+
+
+def row_bytes(split: Split) -> int:
+    """Bytes of one image of the split, as stored."""
+    return math.prod(split.images.shape[1:]) * split.images.element_size()
+
+
 def shuffle_window(split: Split, available: int) -> tuple[int, int] | None:
     """(rows, block) for Batches' window when the split's images take more than half of the
     `available` bytes (their pages, the window's copy, the model and the batches would not fit),
     with windows of a quarter of it; None to shuffle row by row."""
-    row = split.images[0].numel() * split.images.element_size()
+    row = row_bytes(split)
     if len(split) * row <= available // 2:
         return None
     block = max(1, BLOCK_BYTES // row)
@@ -410,11 +434,15 @@ def class_weights(
     test_labels: torch.Tensor,
     n_classes: int,
     test_folder: bool,
+    train_counts: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """Per class, its weight in the loss (None: all alike), averaging 1 over training images.
     `auto` weighs only for a test folder of the user's own (a split of the classes is mixed as
-    the training images are, up to rounding)."""
+    the training images are, up to rounding). `train_counts`: the images per class of every
+    process, when each holds only its own (shards), so that all weigh alike."""
     train = torch.bincount(train_labels.cpu(), minlength=n_classes).double()
+    if train_counts is not None:
+        train = train_counts.double()
     if cfg.class_weights == "none" or (cfg.class_weights == "auto" and not test_folder):
         return None
     if cfg.class_weights == "balanced":
@@ -619,7 +647,7 @@ def _finish(s: Session) -> dict[str, Any] | None:
     engine.barrier()  # rank 0 has written the weights kept
     s.model.load_state_dict(s.run.load_weights())
     test_split = own_part(s.dataset, s.dataset.test, engine.dist.rank, engine.dist.world_size)
-    test_batches = Batches(test_split.to(engine.device), cfg.eval_batch_size, **s.layout())
+    test_batches = Batches(test_split.to(engine.device), eval_batch(cfg, test_split), **s.layout())
     plain = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)  # as `evaluate` tests
     test = _evaluate(engine, with_tta(s.model, cfg.tta), test_batches, plain)
     tta = f" (test-time augmentation: {cfg.tta})" if cfg.tta != "none" else ""
@@ -718,7 +746,7 @@ def evaluate_run(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     test_split = own_part(dataset, dataset.test, engine.dist.rank, engine.dist.world_size)
     batches = Batches(
-        test_split.to(engine.device), cfg.eval_batch_size, memory_format=engine.memory_format,
+        test_split.to(engine.device), eval_batch(cfg, test_split), memory_format=engine.memory_format,
         **kept.normalization,
     )  # fmt: skip
     test = _evaluate(engine, with_tta(model, cfg.tta), batches, loss_fn)

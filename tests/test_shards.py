@@ -298,3 +298,23 @@ def test_two_processes_read_only_their_own_shards_and_train_as_one_process(packe
     assert len(metrics(tmp_path / "ddp")) == len(metrics(tmp_path / "one")) == 6
     assert ddp["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.06)
     assert min(ddp["test_accuracy"], one["test_accuracy"]) > 0.9
+
+
+def test_data_check_verifies_every_shard_against_the_index(packed, tmp_path, capsys):
+    _, out = packed
+    assert main(["data", "check", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "packed shards of blue, green, red, 3x32x32 (auto)" in said
+    assert "train: 130 images in 5 shards, 5 verified" in said
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    damaged = copy / "test-000001.tar"
+    data = bytearray(damaged.read_bytes())
+    data[600] ^= 0xFF  # same size, one byte changed
+    damaged.write_bytes(bytes(data))
+    (copy / "val-000000.tar").unlink()
+    assert main(["data", "check", str(copy), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["splits"]["test"] == {"images": 36, "shards": 2, "ok": 1}
+    assert any("test-000001.tar: SHA-256 differs" in p for p in report["problems"])
+    assert any("val-000000.tar: missing" in p for p in report["problems"])

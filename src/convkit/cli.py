@@ -57,7 +57,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "pack":
         return _pack(args)
     if args.action == "check" and args.name and Path(args.name).is_dir():
-        return _check_folder(args)
+        from convkit.data.shards import is_shards
+
+        return _check_shards(args) if is_shards(args.name) else _check_folder(args)
     if args.action == "check":
         names = [args.name] if args.name else list_datasets()
         ok = True
@@ -123,6 +125,26 @@ def _check_folder(args: argparse.Namespace) -> int:
         print(format_table(report))
         print(f"Train on it: convkit train {args.model} --data {args.name}")
     return 1 if report.errors else 0
+
+
+def _check_shards(args: argparse.Namespace) -> int:
+    """`convkit data check OUT` on packed shards: every shard's size and SHA-256 against the
+    index (what a copy to another machine may have broken)."""
+    from convkit.data.shards import verify
+
+    report = verify(args.name)
+    if args.json:
+        _emit_json(report)
+    else:
+        shape = "x".join(map(str, report["image_shape"]))
+        print(f"{args.name}: packed shards of {', '.join(report['classes'])}, {shape} "
+              f"({report['fit']})")  # fmt: skip
+        for name, split in report["splits"].items():
+            print(f"  {name}: {split['images']:,} images in {split['shards']} shards, "
+                  f"{split['ok']} verified")  # fmt: skip
+        for problem in report["problems"]:
+            print(f"  {problem}")
+    return 1 if report["problems"] else 0
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -624,8 +646,8 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     a.add_argument("folder", help="the image folder (one folder per class, or train/ test/)")
     a.add_argument("out", help="a new folder for the shards")
     a.add_argument("--recipe", default="cifar10-cnn",
-                   help="convert for this recipe (or model), as `convkit train RECIPE --data "
-                        "FOLDER` would: its input, fit and validation split (default "
+                   help="convert for this recipe, as `convkit train RECIPE --data FOLDER` "
+                        "would: its model's input, fit and validation split (default "
                         "cifar10-cnn)")  # fmt: skip
     a.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="resize to N x N (default: the model's input)")  # fmt: skip

@@ -189,6 +189,30 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
     return index
 
 
+def verify(path: str | os.PathLike) -> dict[str, Any]:
+    """Every shard of a packed folder checked against its index (size, then SHA-256): the
+    index's summary with, per split, how many shards are intact, and the problems found."""
+    root = Path(path)
+    index = read_index(root)
+    problems, splits = [], {}
+    for name, entries in index["splits"].items():
+        ok = 0
+        for e in entries:
+            shard = root / e["url"]
+            if not shard.is_file():
+                problems.append(f"{shard}: missing")
+            elif shard.stat().st_size != e["bytes"]:
+                problems.append(f"{shard}: {shard.stat().st_size:,} bytes, expected {e['bytes']:,}")
+            elif file_digests(shard)[1] != e["sha256"]:
+                problems.append(f"{shard}: SHA-256 differs from {INDEX}'s (damaged in a copy?)")
+            else:
+                ok += 1
+        images = sum(e["nsamples"] for e in entries)
+        splits[name] = {"images": images, "shards": len(entries), "ok": ok}
+    keep = ("classes", "image_shape", "fit", "val")
+    return {**{k: index[k] for k in keep}, "splits": splits, "problems": problems}
+
+
 @dataclass(frozen=True)
 class Shards:
     dataset: Dataset  # this process's part of each split (all of them in one process)

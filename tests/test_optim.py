@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from convkit.errors import ConfigError
 from convkit.train import checkpoint
 from convkit.train.config import TrainConfig
 from convkit.train.optim import (
@@ -407,3 +408,32 @@ def test_optimizers_and_schedules_never_import_torch_dynamo():
         [sys.executable, "-c", _NO_DYNAMO], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_warmup_rises_in_a_straight_line_then_follows_the_schedule_over_the_rest():
+    opt = Adam(mlp().parameters(), lr=0.1)
+    cfg = TrainConfig(schedule="linear", epochs=4, warmup_epochs=1)
+    got = rates(opt, build_schedule(cfg, opt, 5), 22)  # 20 steps, then two past the end
+    assert got[:6] == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08, 0.1])
+    assert got[5:21] == pytest.approx([0.1 * (1 - k / 15) for k in range(16)])
+    assert got[21:] == pytest.approx([0.0, 0.0])
+    opt = Adam(mlp().parameters(), lr=0.1)
+    cfg = TrainConfig(schedule="cosine", epochs=3, warmup_epochs=1)
+    got = rates(opt, build_schedule(cfg, opt, 4), 12)
+    assert got[2] == pytest.approx(0.05)
+    assert got[4:13] == pytest.approx(
+        [0.1 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(schedule="step", warmup_epochs=1), "cosine or linear"),
+        (dict(schedule="linear", epochs=3, warmup_epochs=3), "warmup_epochs < epochs"),
+        (dict(schedule="linear", warmup_epochs=-1), "warmup_epochs >= 0"),
+    ],
+)
+def test_warmup_refuses_what_it_cannot_do(settings, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**settings)

@@ -85,6 +85,11 @@ class TrainConfig:
         "ReduceLROnPlateau)",
         ("constant", "cosine", "linear", "step", "plateau"),
     )
+    warmup_epochs: int = _setting(
+        0,
+        "cosine and linear schedules: raise the rate from 0 to --lr in a straight line over "
+        "this many epochs, then follow the schedule over the rest (0: start at --lr)",
+    )
     augment: str = _setting(
         "none",
         "training-batch augmentation: translate shifts images by up to a tenth of their side "
@@ -197,6 +202,7 @@ class TrainConfig:
             "lr_head",
             "low_res",
             "low_res_epochs",
+            "warmup_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"expected {name} >= 0, received {name}={getattr(self, name)}")
@@ -227,6 +233,17 @@ class TrainConfig:
                 f"--low-res-epochs K (received low_res={self.low_res}, "
                 f"low_res_epochs={self.low_res_epochs})"
             )
+        if self.warmup_epochs:
+            if self.schedule not in ("cosine", "linear"):
+                raise ConfigError(
+                    "warmup_epochs ramps a cosine or linear schedule up from 0: set --schedule "
+                    f"cosine or linear, or --warmup-epochs 0 (received schedule={self.schedule})"
+                )
+            if self.warmup_epochs >= self.epochs:
+                raise ConfigError(
+                    f"expected warmup_epochs < epochs, received warmup_epochs="
+                    f"{self.warmup_epochs} and epochs={self.epochs}"
+                )
         if self.freeze and not self.init:
             raise ConfigError("freeze keeps the initial weights: give --init FILE_OR_RUN with it")
         if self.schedule == "plateau" and self.val_split == 0:

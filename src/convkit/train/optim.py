@@ -576,13 +576,19 @@ def build_schedule(cfg: TrainConfig, optimizer: Optimizer, steps_per_epoch: int)
     total = max(1, cfg.epochs * steps_per_epoch)  # batches in the whole run
     if cfg.schedule == "step":  # He et al. 2016: lr / 10 at 32k and 48k of 64k iterations
         return BatchSchedule(optimizer, multistep([total // 2, total * 3 // 4], 0.1))
-    if cfg.schedule == "linear":  # from lr straight down to 0 over every step of the run
-        return BatchSchedule(optimizer, lambda lr, step: lr * (1.0 - min(step, total) / total))
-    # cosine: from lr down to 0 over every step of the run
-    return BatchSchedule(
-        optimizer,
-        lambda lr, step: lr * (0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))),
-    )
+    # cosine and linear: from lr down to 0 over every step of the run after the warm-up, if any
+    warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    if cfg.schedule == "linear":
+        decay = lambda k, n: 1.0 - k / n  # noqa: E731
+    else:
+        decay = lambda k, n: 0.5 * (1.0 + math.cos(math.pi * k / n))  # noqa: E731
+
+    def lr_at(lr: float, step: int) -> float:
+        if step < warm:  # a straight line from 0 towards lr
+            return lr * step / warm
+        return lr * decay(min(step - warm, total - warm), total - warm)
+
+    return BatchSchedule(optimizer, lr_at)
 
 
 def multistep(milestones: list[int], gamma: float) -> Callable[[float, int], float]:

@@ -11,7 +11,7 @@ ifneq ($(wildcard ../shared/data),)
 export CONVKIT_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install browser demo test fuzz bench lint clean
+.PHONY: install browser demo test fuzz bench bench-long lint clean
 
 install: $(STAMP)
 
@@ -46,6 +46,14 @@ bench: $(STAMP)
 		--markdown benchmarks/out/latest.md
 	$(BIN)/python benchmarks/time_to_accuracy.py \
 		--json benchmarks/out/time_to_accuracy.json --markdown benchmarks/out/time_to_accuracy.md
+
+# Every time-to-accuracy mark (about 6 hours on 2 cores): the short ones, then cifar10-fast
+# beside airbench94 (given as AIRBENCH94=SCRIPT, a CPU port kept outside this repository) and
+# resnet20-fast beside the paper's schedule. One table, in benchmarks/out/time_to_accuracy_all.md.
+bench-long: $(STAMP)
+	$(BIN)/python benchmarks/time_to_accuracy.py --marks all $(if $(AIRBENCH94),--airbench94 $(AIRBENCH94)) \
+		--json benchmarks/out/time_to_accuracy_all.json \
+		--markdown benchmarks/out/time_to_accuracy_all.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

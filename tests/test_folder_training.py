@@ -275,6 +275,29 @@ def test_a_smaller_folder_is_planned_more_passes(steps_per_epoch, epochs):
                               f"{epochs} epochs = {epochs * steps_per_epoch:,} steps")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    "steps_per_epoch, epochs, warmup",
+    [
+        (98, 40, 2),  # resnet20-fast's own dataset: its 40 epochs, 2 of them warming up
+        (196, 20, 1),  # twice as large: half the epochs, the warm-up still its twentieth
+        (392 * 4, 2, 1),  # 16x larger: 2 epochs, one warming up (never all of them)
+        (3920, 1, 0),  # one epoch: no whole epoch to warm up in
+        (49, 100, 5),  # half as large: 100 passes (fewer images, more passes), 5 warming up
+    ],
+)
+def test_a_planned_run_keeps_the_warmup_share_of_its_recipe(steps_per_epoch, epochs, warmup):
+    from convkit.train import TrainConfig
+    from convkit.train.runner import plan_epochs
+
+    said = []
+    cfg = TrainConfig(epochs=40, plan_steps=3920, batch_size=512, schedule="linear",
+                      warmup_epochs=2)  # fmt: skip
+    planned = plan_epochs(cfg, steps_per_epoch * 512, steps_per_epoch, type("P", (), {
+        "message": staticmethod(said.append)})())  # fmt: skip
+    assert (planned.epochs, planned.warmup_epochs) == (epochs, warmup)
+    assert (f"the first {warmup} warming up" in said[0]) == bool(warmup)
+
+
 def test_class_weights_aim_training_at_the_mix_it_is_tested_on():
     import torch
 

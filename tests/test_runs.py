@@ -118,7 +118,8 @@ def test_a_folder_from_before_newer_settings_stays_readable_and_resumable(tmp_pa
     train(config(epochs=1, keep="last", val_split=0.0), data=data, out=run_dir)
     path = run_dir / "config.json"
     values = json.loads(path.read_text())
-    for key in ("tta", "low_res", "low_res_epochs", "muon_momentum", "lr_bias", "lr_head"):
+    later = ("tta", "low_res", "low_res_epochs", "muon_momentum", "lr_bias", "lr_head")
+    for key in (*later, "warmup_epochs"):
         del values[key]  # settings convkit gained later: an older folder lacks them
     path.write_text(json.dumps(values))
     assert Run(run_dir).config() == TrainConfig.from_dict(values)  # at their defaults

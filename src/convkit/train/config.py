@@ -79,16 +79,17 @@ class TrainConfig:
     lr_head: float = _setting(0.0, "muon: peak rate of linear layers' weights (SGD)")
     schedule: str = _setting(
         "constant",
-        "learning-rate schedule: constant; cosine (to 0 over all steps); linear (straight down "
-        "to 0 over all steps); step (divide by 10 at 50%% and 75%% of the steps, as He et al. "
+        "learning-rate schedule: constant; cosine (to 0 over all steps after any warm-up); "
+        "linear (straight down to 0 over all steps after any warm-up); step (divide by 10 at 50%% and 75%% of the steps, as He et al. "
         "2016); plateau (halve the rate when val loss has not improved for 2 epochs, as Keras's "
         "ReduceLROnPlateau)",
         ("constant", "cosine", "linear", "step", "plateau"),
     )
     warmup_epochs: int = _setting(
         0,
-        "cosine and linear schedules: raise the rate from 0 to --lr in a straight line over "
-        "this many epochs, then follow the schedule over the rest (0: start at --lr)",
+        "cosine and linear schedules: raise the rate from 0 to its peak (--lr, and muon's "
+        "--lr-bias and --lr-head) in a straight line over this many epochs, then follow the "
+        "schedule over the rest (0: start at the peak)",
     )
     augment: str = _setting(
         "none",

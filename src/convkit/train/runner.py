@@ -483,11 +483,15 @@ def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -
         f"dataset, {smaller:.3g} times larger; a smaller folder gets more passes, up to "
         f"{SMALL_FOLDER_EPOCHS} epochs"
     )
+    # the warm-up keeps its share of the run (whole epochs, none in a run of one epoch)
+    warmup = min(epochs - 1, max(1, round(cfg.warmup_epochs * epochs / cfg.epochs)))
+    warmup = warmup if cfg.warmup_epochs else 0
+    ramp = f", the first {warmup} warming up" if warmup else ""
     progress.message(
         f"Plan: {images:,} training images, batch {cfg.batch_size}: {epochs} epochs = "
-        f"{epochs * steps_per_epoch:,} steps ({why}; --epochs N to choose)"
+        f"{epochs * steps_per_epoch:,} steps{ramp} ({why}; --epochs N to choose)"
     )
-    return cfg.replace(epochs=epochs)
+    return cfg.replace(epochs=epochs, warmup_epochs=warmup)
 
 
 def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from convkit.errors import ConfigError
@@ -83,6 +85,15 @@ def test_every_recipe_builds():
         ConfigError, match="unknown recipe 'mnist'; recipes: alexnet-cifar, cifar10-cnn"
     ):
         get_recipe("mnist")
+
+
+def test_the_fast_resnets_differ_from_each_other_in_the_network_alone():
+    r20, r56 = (get_recipe(f"resnet{d}-fast").config() for d in (20, 56))
+    assert (r20.model, r56.model) == ("resnet20", "resnet56")
+    assert dataclasses.replace(r56, model="resnet20", recipe="resnet20-fast") == r20
+    paper = get_recipe("resnet56").config()  # the paper's data and test: all 50,000 train
+    assert (r56.val_split, r56.keep, r56.augment) == (paper.val_split, paper.keep, paper.augment)
+    assert "93.03%" in get_recipe("resnet56-fast").target
 
 
 def test_atomic_writes_have_the_usual_permissions(tmp_path):

@@ -3,6 +3,8 @@ and reflected translations, Muon, the whitening layer, test-time augmentation, t
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from convkit.data.arrays import channel_stats, to_float
 from convkit.data.augment import FlipTranslate, LowResolutionStart
 from convkit.errors import ConfigError
 from convkit.models import create_model
-from convkit.models.tta import TestTimeAugmented, with_tta
+from convkit.models.tta import TTA_MODES, TestTimeAugmented, least_confident, with_tta
 from convkit.runs import Run
 from convkit.train import TrainConfig, train
 from convkit.train.optim import Muon, build_optimizer, build_schedule, newton_schulz
@@ -219,6 +221,38 @@ def test_tta_averages_the_logits_of_the_mirrored_and_shifted_views():
         TestTimeAugmented(model, "rotate")
 
 
+def test_selective_tta_gives_the_six_views_to_the_least_confident_share_only():
+    torch.manual_seed(0)
+    model = create_model("cifar10-fast", input_size=(16, 16)).eval()
+    x = torch.randn(40, 3, 16, 16)
+    with torch.no_grad():
+        plain, six = model(x), TestTimeAugmented(model, "flip-translate")(x)
+        out = TestTimeAugmented(model, "selective")(x)
+        confidence = plain.softmax(-1).amax(-1)
+        picked = torch.zeros(40, dtype=torch.bool)
+        picked[confidence.argsort()[:6]] = True  # ceil(0.15 * 40) = 6, the least confident
+        assert torch.allclose(out[picked], six[picked], atol=1e-5)
+        assert torch.equal(out[~picked], plain[~picked])
+        assert not torch.allclose(out[picked], plain[picked], atol=1e-3)
+        # one image alone is the least confident of its batch: it gets all six views
+        assert torch.allclose(TestTimeAugmented(model, "selective")(x[:1]), six[:1], atol=1e-5)
+        assert TestTimeAugmented(model, "selective")(x[:0]).shape == (0, 10)
+
+
+@pytest.mark.parametrize(("n", "share", "expected"), [(40, 0.15, 6), (41, 0.15, 7), (1, 0.15, 1),
+                                                      (20, 1.0, 20), (7, 0.5, 4)])  # fmt: skip
+def test_least_confident_picks_the_ceiling_of_the_share_and_every_tie(n, share, expected):
+    logits = torch.randn(n, 10)
+    assert int(least_confident(logits, share).sum()) == expected
+    tied = torch.zeros(n, 10)  # every row equally (un)confident: all go in
+    assert bool(least_confident(tied, share).all())
+
+
+def test_the_tta_modes_are_the_settings_choices():
+    (tta,) = (f for f in dataclasses.fields(TrainConfig) if f.name == "tta")
+    assert tta.metadata["choices"] == TTA_MODES
+
+
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
@@ -248,6 +282,32 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
     report = export_onnx(tmp_path / "run", check_images=images, log=lambda line: None)
     exported = OnnxClassifier(report.path).probabilities(images.numpy())
     assert report.passed and np.abs(exported - expected).max() < 1e-4
+
+
+def test_a_selective_tta_run_tests_predicts_and_exports_with_the_same_views(tmp_path, capsys):
+    recipe = RECIPES["cifar10-fast"].settings_dict()
+    cfg = TrainConfig.from_dict(
+        {**recipe, "dataset": "tiny", "batch_size": 40, "epochs": 1, "precision": "fp32",
+         "lr_bias": 0.053 * 40, "lr_head": 0.67 * 40, "tta": "selective"}
+    )  # fmt: skip
+    train(cfg, data=tiny_dataset(), out=tmp_path / "run")
+    assert "(test-time augmentation: selective)" in capsys.readouterr().out
+    kept = Run(tmp_path / "run").kept_model()
+    images = tiny_dataset().test.images[:20]
+    for batch in (images, images[:7], images[:1]):  # 3, 2 and 1 images get the six views
+        with torch.no_grad():
+            logits = TestTimeAugmented(kept.model.eval(), "selective")(kept.preprocess(batch))
+        expected = torch.softmax(logits, dim=1).numpy()
+        predicted = open_predictor(tmp_path / "run").probabilities(batch.numpy())
+        assert np.abs(predicted - expected).max() < 1e-5
+        if len(batch) == 20:
+            report = export_onnx(tmp_path / "run", check_images=batch, log=lambda line: None)
+            assert report.passed
+        exported = OnnxClassifier(report.path).probabilities(batch.numpy())
+        assert np.abs(exported - expected).max() < 1e-4
+    with torch.no_grad():  # and the views did change some of them
+        plain = torch.softmax(kept.model.eval()(kept.preprocess(images)), dim=1).numpy()
+    assert np.abs(exported[:1] - plain[:1]).max() > 1e-4
 
 
 def test_progressive_resolution_trains_through_the_runner_and_bad_sizes_are_refused(tmp_path):

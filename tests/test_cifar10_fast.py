@@ -18,7 +18,7 @@ from convkit.errors import ConfigError
 from convkit.models import create_model
 from convkit.models.tta import TTA_MODES, TestTimeAugmented, least_confident, with_tta
 from convkit.runs import Run
-from convkit.train import TrainConfig, train
+from convkit.train import TrainConfig, resume, train
 from convkit.train.optim import Muon, build_optimizer, build_schedule, newton_schulz
 from convkit.train.recipes import RECIPES
 from convkit.use.export import export_onnx
@@ -177,6 +177,69 @@ def test_muon_groups_parameters_by_shape_and_needs_its_rates():
         name = next(iter(bad))
         with pytest.raises(ConfigError, match=f"expected 0 < {name} < 1"):
             TrainConfig(optimizer="muon", lr=0.2, lr_bias=1.0, lr_head=1.0, **bad)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "constant", "step"])
+def test_whiten_bias_epochs_trains_the_whitening_bias_for_its_epochs_only(schedule):
+    model = create_model("cifar10-fast")
+    cfg = TrainConfig(optimizer="muon", lr=0.24, lr_bias=106.0, lr_head=1340.0, epochs=4,
+                      weight_decay=0.004, whiten_bias_epochs=1.5, schedule=schedule)  # fmt: skip
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(cfg, trainable, whiten_bias=model.whiten.bias)
+    filters, head, bias, whiten = opt.param_groups
+    assert whiten["params"] == [model.whiten.bias] and whiten["train_epochs"] == 1.5
+    assert len(bias["params"]) == 6 and not any(p is model.whiten.bias for p in bias["params"])
+    assert whiten["weight_decay"] * whiten["lr"] == pytest.approx(0.004)
+    schedule = build_schedule(cfg, opt, 10)  # 1.5 epochs of 10 steps: 15 steps
+    others = []
+    for step in range(1, 41):
+        schedule.step()
+        assert whiten["lr"] == pytest.approx(106.0 * max(0.0, 1 - step / 15))
+        others.append(bias["lr"])
+    assert bias["lr"] == pytest.approx(0.0 if cfg.schedule == "linear" else 106.0 * (
+        0.01 if cfg.schedule == "step" else 1.0))  # fmt: skip
+    # trained for nothing after its steps: a Muon step leaves it where it was
+    model.whiten.bias.grad = torch.ones_like(model.whiten.bias)
+    before = model.whiten.bias.detach().clone()
+    opt.step()
+    assert torch.equal(model.whiten.bias.detach(), before)
+    # without the setting, or without the parameter, the groups are as before
+    assert len(build_optimizer(cfg.replace(whiten_bias_epochs=0.0), trainable,
+                               whiten_bias=model.whiten.bias).param_groups) == 3  # fmt: skip
+    assert len(build_optimizer(cfg, trainable).param_groups) == 3
+
+
+def test_a_run_trains_the_whitening_bias_for_its_epochs_and_resumes_with_it_frozen(tmp_path):
+    settings = dict(model="cifar10-fast", dataset="tiny", batch_size=40, epochs=1,
+                    precision="fp32", optimizer="muon", lr=0.2, lr_bias=2.0, lr_head=20.0,
+                    schedule="linear", val_split=0.0, keep="last", normalize="standardize")  # fmt: skip
+    biases = {}
+    for whiten_epochs in (1.0, 0.0):
+        cfg = TrainConfig.from_dict({**settings, "whiten_bias_epochs": whiten_epochs})
+        folder = tmp_path / f"run{whiten_epochs}"
+        train(cfg, data=tiny_dataset(), out=folder)
+        first = Run(folder).kept_model().model
+        resume(folder, {"epochs": 2}, data=tiny_dataset())
+        second = Run(folder).kept_model().model
+        biases[whiten_epochs] = (first.whiten.bias.detach(), second.whiten.bias.detach())
+        assert not torch.equal(first.classifier.weight, second.classifier.weight)
+    assert torch.equal(*biases[1.0])  # trained in epoch 1 only
+    assert not torch.equal(*biases[0.0])  # trained in both
+    assert not torch.equal(biases[1.0][0], torch.zeros_like(biases[1.0][0]))
+
+
+def test_whiten_bias_epochs_is_refused_where_it_cannot_apply(tmp_path):
+    muon = dict(optimizer="muon", lr=0.2, lr_bias=2.0, lr_head=20.0, whiten_bias_epochs=1.0)
+    with pytest.raises(ConfigError, match="use --optimizer muon"):
+        TrainConfig(**{**muon, "optimizer": "sgd"})
+    with pytest.raises(ConfigError, match="schedule=plateau does not"):
+        TrainConfig(**muon, schedule="plateau", val_split=0.1)
+    with pytest.raises(ConfigError, match="expected whiten_bias_epochs >= 0"):
+        TrainConfig(**{**muon, "whiten_bias_epochs": -1.0})
+    cfg = TrainConfig.from_dict({"model": "resnet20", "dataset": "tiny", "epochs": 1, **muon})
+    with pytest.raises(ConfigError, match="resnet20 does not have"):
+        train(cfg, data=tiny_dataset(), out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 # ---- the whitening layer and test-time augmentation ---------------------------------------------

@@ -109,6 +109,12 @@ class TrainConfig:
         "take any size (end in a global pool)",
     )
     low_res_epochs: int = _setting(0, "epochs trained on --low-res crops")
+    whiten_bias_epochs: float = _setting(
+        0.0,
+        "epochs the whitening layer's bias trains (a model with one, such as cifar10-fast, and "
+        "--optimizer muon), its rate falling linearly from --lr-bias to 0 over them and then "
+        "staying there, as airbench trains it for 3; 0: it trains as long as every other bias",
+    )
     permute_pixels: int = _setting(
         0,
         "shuffle every image's pixels by one fixed permutation drawn from this seed (0: off), "
@@ -121,7 +127,7 @@ class TrainConfig:
         "test-time augmentation: flip averages the logits of each image and its mirror; "
         "flip-translate also those of both shifted by one pixel up-left and down-right (6 views); "
         "selective tests every image as it is and gives flip-translate's 6 views only to the "
-        "least confident 15% of each batch (about 1.75 forward passes an image instead of 6)",
+        "least confident 15%% of each batch (about 1.75 forward passes an image instead of 6)",
         ("none", "flip", "flip-translate", "selective"),
     )
     normalize: str = _setting(
@@ -206,6 +212,7 @@ class TrainConfig:
             "low_res",
             "low_res_epochs",
             "warmup_epochs",
+            "whiten_bias_epochs",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"expected {name} >= 0, received {name}={getattr(self, name)}")
@@ -230,6 +237,17 @@ class TrainConfig:
                         f"optimizer=muon uses Nesterov momentum: expected 0 < {name} < 1, "
                         f"received {name}={getattr(self, name)}"
                     )
+        if self.whiten_bias_epochs and self.optimizer != "muon":
+            raise ConfigError(
+                "whiten_bias_epochs gives the whitening bias its own rate among Muon's groups: "
+                f"use --optimizer muon, or --whiten-bias-epochs 0 (received optimizer="
+                f"{self.optimizer})"
+            )
+        if self.whiten_bias_epochs and self.schedule == "plateau":
+            raise ConfigError(
+                "whiten_bias_epochs sets the whitening bias's rate batch by batch, which "
+                "schedule=plateau does not: choose another --schedule, or --whiten-bias-epochs 0"
+            )
         if bool(self.low_res) != bool(self.low_res_epochs):
             raise ConfigError(
                 "progressive resolution needs both --low-res N (the crop size) and "

@@ -429,9 +429,14 @@ def _foreach_sgd(params, grads, bufs, lr, momentum, wd, nesterov) -> None:
 
 
 def build_optimizer(
-    cfg: TrainConfig, params: Iterable[torch.nn.Parameter], device: torch.device | None = None
+    cfg: TrainConfig,
+    params: Iterable[torch.nn.Parameter],
+    device: torch.device | None = None,
+    whiten_bias: torch.nn.Parameter | None = None,
 ) -> Optimizer:
-    """The optimizer, fused into one kernel per step where PyTorch has one for `device`."""
+    """The optimizer, fused into one kernel per step where PyTorch has one for `device`.
+    `whiten_bias`: the whitening layer's bias, which Muon trains for cfg.whiten_bias_epochs
+    only, when that is set."""
     params = list(params)
     device = device or torch.device("cpu")
     fused = device.type in FUSED_DEVICES
@@ -444,21 +449,35 @@ def build_optimizer(
             params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused
         )
     if cfg.optimizer == "muon":
-        return Muon(muon_groups(cfg, params), momentum=cfg.momentum, nesterov=True, fused=fused)
+        groups = muon_groups(cfg, params, whiten_bias)
+        return Muon(groups, momentum=cfg.momentum, nesterov=True, fused=fused)
     return KerasRMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
-def muon_groups(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+def muon_groups(
+    cfg: TrainConfig,
+    params: list[torch.nn.Parameter],
+    whiten_bias: torch.nn.Parameter | None = None,
+) -> list[dict[str, Any]]:
     """Muon's parameter groups by shape: convolution filters (3-D, 4-D) orthogonalized at cfg.lr;
     linear layers' weights (2-D) and vectors (biases, BatchNorm shifts) by SGD at lr_head and
     lr_bias, their L2 coefficient weight_decay / rate so that each step decays the fraction
-    weight_decay of them at the peak rate (as airbench sets torch's SGD)."""
+    weight_decay of them at the peak rate (as airbench sets torch's SGD). With
+    cfg.whiten_bias_epochs, `whiten_bias` is a vector group of its own, last, whose
+    "train_epochs" build_schedule reads."""
+    short = bool(cfg.whiten_bias_epochs) and any(p is whiten_bias for p in params)
     kinds = {
         "filters": [p for p in params if p.ndim >= 3],
         "head": [p for p in params if p.ndim == 2],
-        "bias": [p for p in params if p.ndim <= 1],
+        "bias": [p for p in params if p.ndim <= 1 and not (short and p is whiten_bias)],
+        "whiten_bias": [whiten_bias] if short else [],
     }
-    rates = {"filters": cfg.lr, "head": cfg.lr_head, "bias": cfg.lr_bias}
+    rates = {
+        "filters": cfg.lr,
+        "head": cfg.lr_head,
+        "bias": cfg.lr_bias,
+        "whiten_bias": cfg.lr_bias,
+    }
     groups = []
     for kind, members in kinds.items():
         if not members:
@@ -471,6 +490,8 @@ def muon_groups(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> list[dict
             )  # fmt: skip
         else:
             groups.append(dict(params=members, lr=lr, weight_decay=cfg.weight_decay / lr))
+    if short:
+        groups[-1]["train_epochs"] = cfg.whiten_bias_epochs
     return groups
 
 
@@ -482,11 +503,18 @@ class BatchSchedule:
     group["lr"] = lr_at(base_lr, step), as torch's LambdaLR after `step` calls of step().
 
     Loading a state sets the rate for the loaded step, so a run resumed with more epochs
-    continues where the longer schedule would be."""
+    continues where the longer schedule would be. `short` {group index: steps}: those groups'
+    rates fall in a straight line from their base to 0 over their steps instead, then stay 0."""
 
-    def __init__(self, optimizer: Optimizer, lr_at: Callable[[float, int], float]) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        lr_at: Callable[[float, int], float],
+        short: dict[int, int] | None = None,
+    ) -> None:
         self.optimizer = optimizer
         self.lr_at = lr_at
+        self.short = short or {}
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.last_epoch = 0  # batches done (torch's name)
         self._set_rates()
@@ -496,8 +524,14 @@ class BatchSchedule:
         self._set_rates()
 
     def _set_rates(self) -> None:
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = self.lr_at(base, self.last_epoch)
+        step = self.last_epoch
+        for i, (group, base) in enumerate(
+            zip(self.optimizer.param_groups, self.base_lrs, strict=True)
+        ):
+            if i in self.short:
+                group["lr"] = base * max(0.0, 1.0 - step / self.short[i])
+            else:
+                group["lr"] = self.lr_at(base, step)
 
     def state_dict(self) -> dict[str, Any]:
         """torch's key names: a LambdaLR's or MultiStepLR's saved state loads here too."""
@@ -569,13 +603,18 @@ def build_schedule(cfg: TrainConfig, optimizer: Optimizer, steps_per_epoch: int)
     cosine, linear and step set the rate after every batch; plateau steps once per epoch on the
     validation loss.
     """
+    short = {  # groups trained for part of the run (muon_groups' whitening bias)
+        i: max(1, round(group["train_epochs"] * steps_per_epoch))
+        for i, group in enumerate(optimizer.param_groups)
+        if group.get("train_epochs")
+    }
     if cfg.schedule == "constant":
-        return None
+        return BatchSchedule(optimizer, lambda lr, step: lr, short) if short else None
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer)
     total = max(1, cfg.epochs * steps_per_epoch)  # batches in the whole run
     if cfg.schedule == "step":  # He et al. 2016: lr / 10 at 32k and 48k of 64k iterations
-        return BatchSchedule(optimizer, multistep([total // 2, total * 3 // 4], 0.1))
+        return BatchSchedule(optimizer, multistep([total // 2, total * 3 // 4], 0.1), short)
     # cosine and linear: from lr down to 0 over every step of the run after the warm-up, if any
     warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
     if cfg.schedule == "linear":
@@ -588,7 +627,7 @@ def build_schedule(cfg: TrainConfig, optimizer: Optimizer, steps_per_epoch: int)
             return lr * step / warm
         return lr * decay(min(step - warm, total - warm), total - warm)
 
-    return BatchSchedule(optimizer, lr_at)
+    return BatchSchedule(optimizer, lr_at, short)
 
 
 def multistep(milestones: list[int], gamma: float) -> Callable[[float, int], float]:

@@ -291,9 +291,10 @@ def _prepare(
         if cfg.permute_pixels:  # as the model sees them: normalised, then shuffled by its hook
             sample = permute_pixels(sample, model.pixel_permutation)
         model.fit_whitening(sample)
+    whiten_bias = model.whiten.bias if hasattr(model, "fit_whitening") else None
     model, step_model = engine.prepare(model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
-    optimizer = build_optimizer(cfg, trainable, engine.device)
+    optimizer = build_optimizer(cfg, trainable, engine.device, whiten_bias)
     augment = None
     if cfg.augment == "crop-flip":
         augment = CropFlip(pad=4, generator=generators["augment"])
@@ -503,6 +504,12 @@ def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> N
             f"optimizer=muon rescales convolution filters every step, which only a network with "
             f"BatchNorm after its convolutions ignores; {cfg.model} has "
             f"{len(convs)} convolutions and {len(norms)} BatchNorm layers: use another optimizer"
+        )
+    if cfg.whiten_bias_epochs and not hasattr(model, "fit_whitening"):
+        raise ConfigError(
+            f"whiten_bias_epochs={cfg.whiten_bias_epochs} times the training of a whitening "
+            f"layer's bias, which {cfg.model} does not have: use a model with one, such as "
+            "cifar10-fast, or --whiten-bias-epochs 0"
         )
     if not cfg.low_res:
         return

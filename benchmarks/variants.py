@@ -22,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+
+import torch
 
 SELECTIVE_VIEWS = 5  # the views selective adds for each picked image (flip-translate's 6 - 1)
 VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
@@ -48,6 +51,7 @@ def variant_flops(recipe: str, settings: dict[str, object]) -> dict[str, float]:
     from convkit.models import create_model
     from convkit.models.tta import SELECTIVE_SHARE
     from convkit.train import TrainConfig, get_recipe
+    from convkit.train.runner import eval_batch
 
     cfg = TrainConfig.from_dict({**get_recipe(recipe).settings_dict(), **settings})
     spec = get_dataset_spec(cfg.dataset)
@@ -65,22 +69,24 @@ def variant_flops(recipe: str, settings: dict[str, object]) -> dict[str, float]:
         macs, first = per_image(cfg.low_res, cfg.low_res) if small else per_image(h, w)
         train += 2 * images * (3 * macs - first)
     macs, _ = per_image(h, w)
-    batch = min(cfg.eval_batch_size, spec.test_size)
-    if cfg.tta == "selective":  # per full batch; ties could add a few more
-        views = 1 + SELECTIVE_VIEWS * math.ceil(SELECTIVE_SHARE * batch) / batch
+    if cfg.tta == "selective":  # batch by batch, as the test runs; ties could add a few more
+        batch = eval_batch(cfg, SimpleNamespace(images=torch.empty(0, c, h, w)))
+        sizes = [min(batch, spec.test_size - i) for i in range(0, spec.test_size, batch)]
+        passes = sum(n + SELECTIVE_VIEWS * math.ceil(SELECTIVE_SHARE * n) for n in sizes)
     else:
-        views = VIEWS[cfg.tta]
-    test = 2 * spec.test_size * views * macs
+        passes = spec.test_size * VIEWS[cfg.tta]
+    test = 2 * passes * macs
     return dict(train=train, test=test, total=train + test)
 
 
 def run_seed(recipe: str, settings: dict[str, object], seed: int, out: Path) -> dict:
     cmd = [sys.executable, "-m", "convkit", "train", recipe, "--seed", str(seed)]
     for key, value in settings.items():
-        cmd += [
-            f"--{key.replace('_', '-')}",
-            str(value).lower() if isinstance(value, bool) else str(value),
-        ]
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):  # switches: --freeze / --no-freeze
+            cmd.append(flag if value else "--no-" + flag[2:])
+        else:
+            cmd += [flag, str(value)]
     cmd += ["--out", str(out), "--json", "--quiet"]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

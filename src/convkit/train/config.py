@@ -112,8 +112,9 @@ class TrainConfig:
     whiten_bias_epochs: float = _setting(
         0.0,
         "epochs the whitening layer's bias trains (a model with one, such as cifar10-fast, and "
-        "--optimizer muon), its rate falling linearly from --lr-bias to 0 over them and then "
-        "staying there, as airbench trains it for 3; 0: it trains as long as every other bias",
+        "--optimizer muon), its rate falling linearly from --lr-bias to 0 over them (with no "
+        "warm-up) and then staying there, as airbench trains it for 3; 0: it trains as long as "
+        "every other bias",
     )
     permute_pixels: int = _setting(
         0,
@@ -242,6 +243,11 @@ class TrainConfig:
                 "whiten_bias_epochs gives the whitening bias its own rate among Muon's groups: "
                 f"use --optimizer muon, or --whiten-bias-epochs 0 (received optimizer="
                 f"{self.optimizer})"
+            )
+        if self.whiten_bias_epochs > self.epochs:
+            raise ConfigError(
+                f"expected whiten_bias_epochs <= epochs, received whiten_bias_epochs="
+                f"{self.whiten_bias_epochs} and epochs={self.epochs}"
             )
         if self.whiten_bias_epochs and self.schedule == "plateau":
             raise ConfigError(

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from convkit.errors import ConfigError
 from convkit.train.config import TrainConfig
 
 FUSED_DEVICES = ("cpu", "cuda")  # where build_optimizer uses fused kernels (elsewhere: foreach)
@@ -465,7 +466,13 @@ def muon_groups(
     weight_decay of them at the peak rate (as airbench sets torch's SGD). With
     cfg.whiten_bias_epochs, `whiten_bias` is a vector group of its own, last, whose
     "train_epochs" build_schedule reads."""
-    short = bool(cfg.whiten_bias_epochs) and any(p is whiten_bias for p in params)
+    short = bool(cfg.whiten_bias_epochs) and whiten_bias is not None
+    if short and not any(p is whiten_bias for p in params):
+        raise ConfigError(
+            f"whiten_bias_epochs={cfg.whiten_bias_epochs} times the training of the whitening "
+            "bias, which is not among the parameters trained (held by --freeze?): give "
+            "--whiten-bias-epochs 0"
+        )
     kinds = {
         "filters": [p for p in params if p.ndim >= 3],
         "head": [p for p in params if p.ndim == 2],

@@ -381,7 +381,8 @@ EVAL_PIXELS = 32 * 32  # eval_batch_size counts images of this many pixels (or f
 def eval_batch(cfg: TrainConfig, split: Split) -> int:
     """Images per evaluation batch: eval_batch_size for images up to 32x32 (MNIST, CIFAR-10),
     proportionally fewer for larger ones, so that evaluating a 224x224 folder does not take
-    49 times the memory (the answers do not depend on the batch)."""
+    49 times the memory (the answers do not depend on the batch, but for --tta selective, which
+    picks the least confident images of each batch)."""
     pixels = math.prod(split.images.shape[2:])
     return max(1, min(cfg.eval_batch_size, cfg.eval_batch_size * EVAL_PIXELS // max(1, pixels)))
 

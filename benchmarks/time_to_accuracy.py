@@ -114,9 +114,10 @@ LONG_MARKS = list(MARKS)
 KEEP_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 
-def run_convkit(recipe: str, seed: int, out: Path) -> dict:
+def run_convkit(recipe: str, seed: int, out: Path, flags: list[str] | None = None) -> dict:
+    """`convkit train recipe` with `flags` (settings on top of the recipe's) in its own process."""
     cmd = [sys.executable, "-m", "convkit", "train", recipe, "--seed", str(seed), "--out", str(out)]
-    cmd += ["--json", "--quiet"]
+    cmd += [*(flags or []), "--json", "--quiet"]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t

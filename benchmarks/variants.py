@@ -17,14 +17,13 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from time_to_accuracy import run_convkit
 
 SELECTIVE_VIEWS = 5  # the views selective adds for each picked image (flip-translate's 6 - 1)
 VIEWS = {"none": 1, "flip": 2, "flip-translate": 6}
@@ -79,23 +78,16 @@ def variant_flops(recipe: str, settings: dict[str, object]) -> dict[str, float]:
     return dict(train=train, test=test, total=train + test)
 
 
-def run_seed(recipe: str, settings: dict[str, object], seed: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "convkit", "train", recipe, "--seed", str(seed)]
+def flags(settings: dict[str, object]) -> list[str]:
+    """{"epochs": 8, "freeze": True} -> ["--epochs", "8", "--freeze"]"""
+    out: list[str] = []
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):  # switches: --freeze / --no-freeze
-            cmd.append(flag if value else "--no-" + flag[2:])
+            out.append(flag if value else "--no-" + flag[2:])
         else:
-            cmd += [flag, str(value)]
-    cmd += ["--out", str(out), "--json", "--quiet"]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
-    result = json.loads(proc.stdout)
-    return dict(seed=seed, accuracy=result["test_accuracy"], seconds=wall,
-                train_seconds=result["train_seconds"])  # fmt: skip
+            out += [flag, str(value)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.flops_only:
             with tempfile.TemporaryDirectory() as tmp:
                 for s in range(args.first_seed, args.first_seed + args.seeds):
-                    runs.append(run_seed(args.recipe, settings, s, Path(tmp) / f"seed{s}"))
+                    runs.append(
+                        run_convkit(args.recipe, s, Path(tmp) / f"seed{s}", flags(settings))
+                    )
                     r = runs[-1]
                     print(f"  {name} seed {s}: {100 * r['accuracy']:.2f}%, {r['seconds']:.1f} s",
                           file=sys.stderr, flush=True)  # fmt: skip

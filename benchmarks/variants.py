@@ -1,6 +1,6 @@
 """Variants of a recipe, each run for several seeds: mean and lowest test accuracy, time, FLOPs.
 
-    python benchmarks/variants.py --seeds 5 "epochs=8 low_res=26 low_res_epochs=3" "tta=selective"
+    python benchmarks/variants.py --seeds 5 "epochs=7 low_res_epochs=2" "tta=selective"
 
 Each quoted argument is one variant: settings of `convkit train RECIPE` (as in a config file,
 the names without --) on top of the recipe's; an empty string is the recipe itself. Every
@@ -45,14 +45,14 @@ def parse_variant(text: str) -> dict[str, object]:
 
 def variant_flops(recipe: str, settings: dict[str, object]) -> dict[str, float]:
     """Training and test FLOPs (multiply-adds x 2) of `recipe` with `settings` on its dataset."""
+    from convkit.api import train_config
     from convkit.data import get_dataset_spec
     from convkit.inspect.arithmetic import explain
     from convkit.models import create_model
     from convkit.models.tta import SELECTIVE_SHARE
-    from convkit.train import TrainConfig, get_recipe
     from convkit.train.runner import eval_batch
 
-    cfg = TrainConfig.from_dict({**get_recipe(recipe).settings_dict(), **settings})
+    cfg = train_config(recipe, settings=settings)  # as `convkit train RECIPE --x ...` resolves it
     spec = get_dataset_spec(cfg.dataset)
     c, h, w = spec.image_shape
     model = create_model(cfg.model)

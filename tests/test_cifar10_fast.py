@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_dataset
 
+from convkit.api import rescaled_recipe
 from convkit.data import Batches, Split
 from convkit.data.arrays import channel_stats, to_float
 from convkit.data.augment import FlipTranslate, LowResolutionStart
@@ -325,12 +326,20 @@ def test_the_tta_modes_are_the_settings_choices():
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
+def recipe_config(overrides: dict) -> TrainConfig:
+    """cifar10-fast with `overrides`, as `convkit train cifar10-fast --epochs N ...` resolves
+    them (on the tiny data, which train_config would not accept as a dataset name)."""
+    recipe = rescaled_recipe(RECIPES["cifar10-fast"].settings_dict(), [("test", overrides)],
+                             set(overrides))  # fmt: skip
+    return TrainConfig.from_dict({**recipe, **overrides})
+
+
 def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp_path, capsys):
-    recipe = RECIPES["cifar10-fast"].settings_dict()
-    cfg = TrainConfig.from_dict(
-        {**recipe, "dataset": "tiny", "batch_size": 40, "epochs": 3, "precision": "fp32",
+    cfg = recipe_config(
+        {"dataset": "tiny", "batch_size": 40, "epochs": 3, "precision": "fp32",
          "lr_bias": 0.053 * 40, "lr_head": 0.67 * 40}  # the recipe's rates for a batch of 40
     )  # fmt: skip
+    assert (cfg.low_res_epochs, cfg.whiten_bias_epochs) == (1, 1.125)  # the recipe, shortened
     result = train(cfg, data=tiny_dataset(), out=tmp_path / "run")
     assert result["test_accuracy"] >= 0.9 and result["config"]["tta"] == "flip-translate"
     assert "(test-time augmentation: flip-translate)" in capsys.readouterr().out
@@ -354,9 +363,8 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
 
 
 def test_a_selective_tta_run_tests_predicts_and_exports_with_the_same_views(tmp_path, capsys):
-    recipe = RECIPES["cifar10-fast"].settings_dict()
-    cfg = TrainConfig.from_dict(
-        {**recipe, "dataset": "tiny", "batch_size": 40, "epochs": 1, "precision": "fp32",
+    cfg = recipe_config(
+        {"dataset": "tiny", "batch_size": 40, "epochs": 1, "precision": "fp32",
          "lr_bias": 0.053 * 40, "lr_head": 0.67 * 40, "tta": "selective"}
     )  # fmt: skip
     train(cfg, data=tiny_dataset(), out=tmp_path / "run")

@@ -32,6 +32,52 @@ def test_layering_recipe_file_command_line(tmp_path):
     assert (cfg.epochs, cfg.lr, cfg.batch_size) == (3, 0.5, 128)
 
 
+def test_a_shorter_or_longer_recipe_keeps_the_shares_of_its_epoch_counted_parts(tmp_path):
+    from convkit.api import train_config
+
+    def parts(recipe="cifar10-fast", **settings):
+        cfg = train_config(recipe, settings=settings)
+        return cfg.epochs, cfg.low_res, cfg.low_res_epochs, cfg.whiten_bias_epochs
+
+    assert parts() == (8, 26, 3, 3.0)  # the recipe as it is
+    assert parts(epochs=4) == (4, 26, 2, 1.5)  # 1.5 low-resolution epochs, rounded half up
+    assert parts(epochs=12) == (12, 26, 5, 4.5)
+    assert parts(epochs=2) == (2, 26, 1, 0.75)  # the last epoch stays at full size
+    assert parts(epochs=1) == (1, 0, 0, 0.375)  # no low-resolution start left
+    assert parts(epochs=4, low_res_epochs=3) == (4, 26, 3, 1.5)  # what the user sets stays
+    assert parts(epochs=4, low_res=24) == (4, 24, 2, 1.5)
+    assert parts(low_res=0) == (8, 0, 0, 3.0)  # either setting at 0 turns the start off
+    assert parts(low_res_epochs=0) == (8, 0, 0, 3.0)
+    assert parts(optimizer="sgd")[3] == parts(schedule="plateau", val_split=0.1)[3] == 0.0
+    assert parts(model="resnet20")[3] == 0.0 and parts(model="cifar10-fast")[3] == 3.0
+
+    def warmup(**settings):
+        return train_config("resnet20-fast", settings=settings).warmup_epochs
+
+    assert (warmup(), warmup(epochs=20), warmup(epochs=2), warmup(epochs=1)) == (2, 1, 1, 0)
+    path = tmp_path / "c.toml"  # a config file's settings count as the user's
+    path.write_text("epochs = 4\n")
+    cfg = train_config("cifar10-fast", config=path, settings=dict(low_res=24))
+    assert (cfg.low_res, cfg.low_res_epochs, cfg.whiten_bias_epochs) == (24, 2, 1.5)
+    with pytest.raises(ConfigError, match=r"whiten_bias_epochs <= epochs.*=5.0 and epochs=4"):
+        train_config("cifar10-fast", settings=dict(epochs=4, whiten_bias_epochs=5))
+    with pytest.raises(ConfigError, match=r"low_res_epochs < epochs.*=4 and epochs=4"):
+        train_config("cifar10-fast", settings=dict(epochs=4, low_res_epochs=4))
+    with pytest.raises(ConfigError, match=r"needs both.*low_res=24, low_res_epochs=0"):
+        train_config("cifar10-fast", settings=dict(epochs=1, low_res=24))
+
+
+def test_a_recipe_on_a_folder_leaves_out_what_is_sized_for_its_own_dataset(tmp_path):
+    from convkit.api import train_config
+
+    cfg = train_config("cifar10-fast", settings=dict(data=str(tmp_path)))
+    assert cfg.plan_steps == 8 * 25 and (cfg.low_res, cfg.whiten_bias_epochs) == (0, 0.0)
+    cfg = train_config("cifar10-fast", settings=dict(data=str(tmp_path), epochs=4))
+    assert (cfg.plan_steps, cfg.low_res, cfg.whiten_bias_epochs) == (0, 0, 1.5)
+    cfg = train_config("cifar10-fast", settings=dict(data=str(tmp_path), low_res=24))
+    assert (cfg.low_res, cfg.low_res_epochs, cfg.whiten_bias_epochs) == (24, 3, 0.0)
+
+
 def test_json_config_and_int_for_float(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"lr": 1, "seed": 4}')

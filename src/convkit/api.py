@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -122,14 +123,62 @@ def train_config(
     layers.append((source, dict(settings or {})))
     for where, values in layers:
         check_settings(values, where)
+    given = {k for _, values in layers[1:] for k in values}  # the file's and the user's
+    if recipe:
+        layers[0] = (layers[0][0], rescaled_recipe(layers[0][1], layers[1:], given))
     cfg = TrainConfig.layered(layers)
     check_model(cfg.model)
     if not cfg.data:
         check_dataset(cfg.dataset)
     elif recipe:
-        given = {k for _, values in layers[1:] for k in values}  # the file's and the user's
         cfg = folder_defaults(cfg, RECIPES[recipe].settings_dict(), given)
     return cfg
+
+
+def rescaled_recipe(
+    recipe: dict[str, Any], later: list[tuple[str, dict[str, Any]]], given: set[str]
+) -> dict[str, Any]:
+    """The recipe's settings fitted to what the user changed (`later`, whose keys are `given`),
+    for the parts the user did not set:
+    - another length (`--epochs N`) keeps the share of the epoch-counted parts: cifar10-fast's
+      3 low-resolution and 3 whitening-bias epochs of 8 become 1 and 1.125 of 3, and a 2-epoch
+      warm-up of 40 becomes 1 of 20. Warm-up and low-resolution epochs are whole (rounded half
+      up) and leave at least the last epoch out (none in a run of one epoch);
+    - `--low-res 0` or `--low-res-epochs 0` alone turns the low-resolution start off;
+    - another optimizer, model or a plateau schedule drops the whitening-bias epochs, which
+      need Muon, a per-step schedule and cifar10-fast's whitening layer."""
+
+    def user(key: str) -> Any:
+        return next(values[key] for _, values in reversed(later) if key in values)
+
+    out = dict(recipe)
+    if recipe.get("low_res") and bool(given & {"low_res", "low_res_epochs"}):
+        if "low_res_epochs" not in given and not user("low_res"):
+            out["low_res_epochs"] = 0
+        if "low_res" not in given and not user("low_res_epochs"):
+            out["low_res"] = 0
+    if recipe.get("whiten_bias_epochs") and "whiten_bias_epochs" not in given:
+        changed = {k: user(k) for k in ("optimizer", "model", "schedule") if k in given}
+        if any(recipe.get(k) != v for k, v in changed.items()):
+            out["whiten_bias_epochs"] = 0.0
+    epochs = user("epochs") if "epochs" in given else None
+    if "epochs" not in recipe or not isinstance(epochs, int) or isinstance(epochs, bool):
+        return out  # the recipe's length, or a bad value the config check names
+    if epochs < 1:
+        return out
+
+    def whole(part: int) -> int:  # rounded half up, leaving the last epoch out
+        return min(epochs - 1, math.floor(part * epochs / recipe["epochs"] + 0.5))
+
+    if out.get("whiten_bias_epochs") and "whiten_bias_epochs" not in given:
+        out["whiten_bias_epochs"] = out["whiten_bias_epochs"] * epochs / recipe["epochs"]
+    if out.get("warmup_epochs") and "warmup_epochs" not in given:
+        out["warmup_epochs"] = max(1, whole(out["warmup_epochs"])) if epochs > 1 else 0
+    if out.get("low_res_epochs") and "low_res_epochs" not in given:
+        out["low_res_epochs"] = whole(out["low_res_epochs"])
+        if not out["low_res_epochs"] and "low_res" not in given:
+            out["low_res"] = 0
+    return out
 
 
 def folder_defaults(cfg, recipe: dict[str, Any], given: set[str]):
@@ -138,7 +187,9 @@ def folder_defaults(cfg, recipe: dict[str, Any], given: set[str]):
     count: its epochs over its dataset's training split), since epochs sized for 48,000
     images leave a folder of 1,000 undertrained; and the batches are augmented unless the
     recipe already does: shifts for grey images (digits and text, where a mirror image is
-    another class), shifts and mirroring for colour ones."""
+    another class), shifts and mirroring for colour ones. A low-resolution start (sized for
+    the recipe's images) is off, and so are whitening-bias epochs in a planned length (counted
+    in the recipe's epochs), unless the user sets them."""
     from convkit.data import get_dataset_spec
 
     changes: dict[str, Any] = {}
@@ -146,6 +197,10 @@ def folder_defaults(cfg, recipe: dict[str, Any], given: set[str]):
     if "epochs" not in given and "plan_steps" not in given:
         train_images = round(spec.train_size * (1 - recipe.get("val_split", cfg.val_split)))
         changes["plan_steps"] = cfg.epochs * -(-train_images // cfg.batch_size)
+        if cfg.whiten_bias_epochs and "whiten_bias_epochs" not in given:
+            changes["whiten_bias_epochs"] = 0.0
+    if cfg.low_res and not given & {"low_res", "low_res_epochs"}:
+        changes.update(low_res=0, low_res_epochs=0)
     if "augment" not in given and cfg.augment == "none":
         changes["augment"] = "translate" if spec.image_shape[0] == 1 else "crop-flip"
     return cfg.replace(**changes) if changes else cfg

@@ -50,7 +50,11 @@ class TrainConfig:
         "images near the input's shape)",
         ("auto", "crop", "pad", "stretch"),
     )
-    epochs: int = _setting(10, "passes over the training split")
+    epochs: int = _setting(
+        10,
+        "passes over the training split (a recipe's warm-up, low-resolution and "
+        "whitening-bias epochs keep their share of it)",
+    )
     plan_steps: int = _setting(
         0,
         "plan the epochs from the data: as many as it takes to make about this many optimizer "
@@ -259,6 +263,12 @@ class TrainConfig:
                 "progressive resolution needs both --low-res N (the crop size) and "
                 f"--low-res-epochs K (received low_res={self.low_res}, "
                 f"low_res_epochs={self.low_res_epochs})"
+            )
+        if self.low_res and self.low_res_epochs >= self.epochs:
+            raise ConfigError(
+                "the last epochs train at full size, as the test sees the images: expected "
+                f"low_res_epochs < epochs, received low_res_epochs={self.low_res_epochs} and "
+                f"epochs={self.epochs}"
             )
         if self.warmup_epochs:
             if self.schedule not in ("cosine", "linear"):

@@ -362,6 +362,39 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
     assert report.passed and np.abs(exported - expected).max() < 1e-4
 
 
+def test_a_planned_length_keeps_the_recipes_low_resolution_and_whitening_bias_shares(
+    tmp_path, capsys, monkeypatch
+):
+    import convkit.train.runner as runner
+
+    sizes, short = [], []  # what the augmentation and the schedule were given
+    crop = LowResolutionStart.__call__
+
+    def recording_crop(self, images, indices, epoch):
+        out = crop(self, images, indices, epoch)
+        sizes.append((epoch, out.shape[-1]))
+        return out
+
+    def recording_schedule(cfg, optimizer, steps_per_epoch):
+        short.extend(g["train_epochs"] for g in optimizer.param_groups if "train_epochs" in g)
+        return build_schedule(cfg, optimizer, steps_per_epoch)
+
+    monkeypatch.setattr(LowResolutionStart, "__call__", recording_crop)
+    monkeypatch.setattr(runner, "build_schedule", recording_schedule)
+    cfg = recipe_config(  # 240 images, 6 steps of 40 an epoch: 12 steps plan 2 epochs
+        {"dataset": "tiny", "batch_size": 40, "plan_steps": 12, "precision": "fp32",
+         "lr_bias": 0.053 * 40, "lr_head": 0.67 * 40}
+    )  # fmt: skip
+    assert (cfg.epochs, cfg.low_res_epochs, cfg.whiten_bias_epochs) == (8, 3, 3.0)
+    train(cfg, data=tiny_dataset(), out=tmp_path / "run")
+    assert "2 epochs = 12 steps, the first 1 on 26-pixel crops" in capsys.readouterr().out
+    saved = Run(tmp_path / "run").config()
+    assert (saved.epochs, saved.low_res_epochs, saved.whiten_bias_epochs) == (2, 1, 0.75)
+    assert {size for epoch, size in sizes if epoch == 1} == {26}
+    assert {size for epoch, size in sizes if epoch == 2} == {28}
+    assert short == [0.75]
+
+
 def test_a_selective_tta_run_tests_predicts_and_exports_with_the_same_views(tmp_path, capsys):
     cfg = recipe_config(
         {"dataset": "tiny", "batch_size": 40, "epochs": 1, "precision": "fp32",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -140,13 +139,13 @@ def rescaled_recipe(
 ) -> dict[str, Any]:
     """The recipe's settings fitted to what the user changed (`later`, whose keys are `given`),
     for the parts the user did not set:
-    - another length (`--epochs N`) keeps the share of the epoch-counted parts: cifar10-fast's
-      3 low-resolution and 3 whitening-bias epochs of 8 become 1 and 1.125 of 3, and a 2-epoch
-      warm-up of 40 becomes 1 of 20. Warm-up and low-resolution epochs are whole (rounded half
-      up) and leave at least the last epoch out (none in a run of one epoch);
+    - another length (`--epochs N`) keeps the share of the epoch-counted parts (epoch_parts):
+      cifar10-fast's 3 low-resolution and 3 whitening-bias epochs of 8 become 1 and 1.125 of
+      3, and resnet20-fast's 2 warm-up epochs of 40 become 1 of 20;
     - `--low-res 0` or `--low-res-epochs 0` alone turns the low-resolution start off;
-    - another optimizer, model or a plateau schedule drops the whitening-bias epochs, which
-      need Muon, a per-step schedule and cifar10-fast's whitening layer."""
+    - another optimizer, model or schedule drops the whitening-bias epochs, which need Muon,
+      a per-step schedule and cifar10-fast's whitening layer."""
+    from convkit.train.config import epoch_parts
 
     def user(key: str) -> Any:
         return next(values[key] for _, values in reversed(later) if key in values)
@@ -164,20 +163,8 @@ def rescaled_recipe(
     epochs = user("epochs") if "epochs" in given else None
     if "epochs" not in recipe or not isinstance(epochs, int) or isinstance(epochs, bool):
         return out  # the recipe's length, or a bad value the config check names
-    if epochs < 1:
-        return out
-
-    def whole(part: int) -> int:  # rounded half up, leaving the last epoch out
-        return min(epochs - 1, math.floor(part * epochs / recipe["epochs"] + 0.5))
-
-    if out.get("whiten_bias_epochs") and "whiten_bias_epochs" not in given:
-        out["whiten_bias_epochs"] = out["whiten_bias_epochs"] * epochs / recipe["epochs"]
-    if out.get("warmup_epochs") and "warmup_epochs" not in given:
-        out["warmup_epochs"] = max(1, whole(out["warmup_epochs"])) if epochs > 1 else 0
-    if out.get("low_res_epochs") and "low_res_epochs" not in given:
-        out["low_res_epochs"] = whole(out["low_res_epochs"])
-        if not out["low_res_epochs"] and "low_res" not in given:
-            out["low_res"] = 0
+    if epochs >= 1:
+        out.update(epoch_parts(out, recipe["epochs"], epochs, given))
     return out
 
 

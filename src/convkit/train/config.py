@@ -28,6 +28,28 @@ ENGINE_SETTINGS = ("device", "precision", "channels_last", "compile", "threads")
 RESUMABLE = ("epochs", "patience", "eval_batch_size", "tta", *ENGINE_SETTINGS)
 
 
+def epoch_parts(values: dict[str, Any], old: int, new: int, keep: set[str] = frozenset()):
+    """The warm-up, low-resolution and whitening-bias epochs of `values` (settings made for
+    `old` epochs) for a run of `new` epochs, each keeping its share of the run; those named in
+    `keep` (the user's) stay. Warm-up and low-resolution epochs are whole (rounded half up)
+    and leave at least the last epoch out (none in a run of one epoch); whitening-bias epochs
+    may be a fraction. Only what changes is returned."""
+
+    def whole(part: int) -> int:
+        return min(new - 1, math.floor(part * new / old + 0.5))
+
+    out: dict[str, Any] = {}
+    if values.get("whiten_bias_epochs") and "whiten_bias_epochs" not in keep:
+        out["whiten_bias_epochs"] = values["whiten_bias_epochs"] * new / old
+    if values.get("warmup_epochs") and "warmup_epochs" not in keep:
+        out["warmup_epochs"] = max(1, whole(values["warmup_epochs"])) if new > 1 else 0
+    if values.get("low_res_epochs") and "low_res_epochs" not in keep:
+        out["low_res_epochs"] = whole(values["low_res_epochs"])
+        if not out["low_res_epochs"] and "low_res" not in keep:
+            out["low_res"] = 0
+    return out
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     recipe: str = _setting("", "the recipe these settings started from")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from convkit.models.permute import (
 from convkit.models.tta import with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
-from convkit.train.config import TrainConfig
+from convkit.train.config import TrainConfig, epoch_parts
 from convkit.train.engine import Engine, resolve_engine, speaks
 from convkit.train.loop import means, predict_sums, train_one_epoch
 from convkit.train.optim import Optimizer, build_optimizer, build_schedule, per_step
@@ -344,6 +344,11 @@ def _prepare(
         )
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
         cfg = plan_epochs(cfg, n_train, len(train_batches), progress)
+        if isinstance(augment, LowResolutionStart):  # built for the recipe's epochs
+            augment.epochs = cfg.low_res_epochs
+        for group in optimizer.param_groups:
+            if group.get("train_epochs"):
+                group["train_epochs"] = cfg.whiten_bias_epochs
     val_batches = Batches(mine(val_split).to(dev), eval_batch(cfg, val_split), **layout)
     counts = None
     if dataset.local:
@@ -485,15 +490,17 @@ def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -
         f"dataset, {smaller:.3g} times larger; a smaller folder gets more passes, up to "
         f"{SMALL_FOLDER_EPOCHS} epochs"
     )
-    # the warm-up keeps its share of the run (whole epochs, none in a run of one epoch)
-    warmup = min(epochs - 1, max(1, round(cfg.warmup_epochs * epochs / cfg.epochs)))
-    warmup = warmup if cfg.warmup_epochs else 0
-    ramp = f", the first {warmup} warming up" if warmup else ""
+    # the warm-up, low-resolution and whitening-bias epochs keep their share of the run
+    settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    planned = cfg.replace(epochs=epochs, **epoch_parts(settings, cfg.epochs, epochs))
+    ramp = f", the first {planned.warmup_epochs} warming up" if planned.warmup_epochs else ""
+    if planned.low_res:
+        ramp += f", the first {planned.low_res_epochs} on {planned.low_res}-pixel crops"
     progress.message(
         f"Plan: {images:,} training images, batch {cfg.batch_size}: {epochs} epochs = "
         f"{epochs * steps_per_epoch:,} steps{ramp} ({why}; --epochs N to choose)"
     )
-    return cfg.replace(epochs=epochs, warmup_epochs=warmup)
+    return planned
 
 
 def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:

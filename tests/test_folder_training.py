@@ -298,6 +298,35 @@ def test_a_planned_run_keeps_the_warmup_share_of_its_recipe(steps_per_epoch, epo
     assert (f"the first {warmup} warming up" in said[0]) == bool(warmup)
 
 
+def test_a_planned_run_rescales_the_recipes_epoch_parts_and_keeps_the_users():
+    from convkit.api import train_config
+    from convkit.errors import ConfigError
+    from convkit.train.runner import plan_epochs
+
+    def plan(settings):  # twice CIFAR-10's training images: 196 steps of 512 an epoch
+        said = []
+        cfg = train_config("cifar10-fast", settings={"plan_steps": 784, **settings})
+        planned = plan_epochs(cfg, 100_000, 196, type("P", (), {
+            "message": staticmethod(said.append)})())  # fmt: skip
+        return planned, said[0]
+
+    # the recipe's 784 steps make 4 epochs, and its 3 of 8 low-resolution and whitening-bias
+    # epochs keep their share: 2 (1.5 rounded up) and 1.5 of 4, as the plan says
+    planned, said = plan({})
+    assert (planned.epochs, planned.low_res_epochs, planned.whiten_bias_epochs) == (4, 2, 1.5)
+    assert "4 epochs = 784 steps, the first 2 on 26-pixel crops" in said
+    # the user's own values stay as given
+    planned, said = plan({"low_res_epochs": 2, "whiten_bias_epochs": 0.5})
+    assert (planned.epochs, planned.low_res_epochs, planned.whiten_bias_epochs) == (4, 2, 0.5)
+    assert "the first 2 on 26-pixel crops" in said
+    # on a folder the recipe's whitening-bias epochs are off, so any there are the user's
+    planned, _ = plan({"data": "/pictures", "whiten_bias_epochs": 3.0})
+    assert (planned.epochs, planned.low_res, planned.whiten_bias_epochs) == (4, 0, 3.0)
+    # and are refused, naming the plan, when the planned run is too short for them
+    with pytest.raises(ConfigError, match="the plan gives 4 epochs for 100,000 training images"):
+        plan({"low_res_epochs": 5})
+
+
 def test_class_weights_aim_training_at_the_mix_it_is_tested_on():
     import torch
 

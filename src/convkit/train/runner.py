@@ -41,6 +41,7 @@ from convkit.train.loop import means, predict_sums, train_one_epoch
 from convkit.train.optim import Optimizer, build_optimizer, build_schedule, per_step
 from convkit.train.progress import Progress
 from convkit.train.provenance import provenance
+from convkit.train.recipes import RECIPES
 
 DataArg = Dataset | DatasetSpec | str | None  # a loaded dataset, a spec, a name, or cfg.dataset
 
@@ -490,9 +491,16 @@ def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -
         f"dataset, {smaller:.3g} times larger; a smaller folder gets more passes, up to "
         f"{SMALL_FOLDER_EPOCHS} epochs"
     )
-    # the warm-up, low-resolution and whitening-bias epochs keep their share of the run
+    # the warm-up and the recipe's low-resolution and whitening-bias epochs keep their share
     settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    planned = cfg.replace(epochs=epochs, **epoch_parts(settings, cfg.epochs, epochs))
+    parts = epoch_parts(settings, cfg.epochs, epochs, keep=_users_parts(cfg))
+    try:
+        planned = cfg.replace(epochs=epochs, **parts)
+    except ConfigError as e:
+        raise ConfigError(
+            f"the plan gives {epochs} epochs for {images:,} training images, which your "
+            f"settings do not fit: {e}. Choose the length with --epochs N, or change them"
+        ) from None
     ramp = f", the first {planned.warmup_epochs} warming up" if planned.warmup_epochs else ""
     if planned.low_res:
         ramp += f", the first {planned.low_res_epochs} on {planned.low_res}-pixel crops"
@@ -501,6 +509,20 @@ def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -
         f"{epochs * steps_per_epoch:,} steps{ramp} ({why}; --epochs N to choose)"
     )
     return planned
+
+
+def _users_parts(cfg: TrainConfig) -> set[str]:
+    """The low-resolution and whitening-bias epochs the user set, which a planned length keeps
+    as given (the recipe's own keep their share instead): values other than the recipe's, and
+    on a folder any whitening-bias epochs, since a folder's planned run has the recipe's off
+    (api.folder_defaults). A value equal to the recipe's counts as the recipe's."""
+    recipe = RECIPES.get(cfg.recipe)
+    own = recipe.settings_dict() if recipe else {}
+    if own.get("epochs"):  # the recipe's parts as --epochs fitted them
+        own.update(epoch_parts(own, own["epochs"], cfg.epochs))
+    parts = ("low_res_epochs", "whiten_bias_epochs")
+    keep = {k for k in parts if getattr(cfg, k) != own.get(k, 0)}
+    return keep | {"whiten_bias_epochs"} if cfg.data else keep
 
 
 def _check_model_fits(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:

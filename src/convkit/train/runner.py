@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -492,8 +492,7 @@ def plan_epochs(cfg: TrainConfig, images: int, steps_per_epoch: int, progress) -
         f"{SMALL_FOLDER_EPOCHS} epochs"
     )
     # the warm-up and the recipe's low-resolution and whitening-bias epochs keep their share
-    settings = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    parts = epoch_parts(settings, cfg.epochs, epochs, keep=_users_parts(cfg))
+    parts = epoch_parts(cfg.to_dict(), cfg.epochs, epochs, keep=_users_parts(cfg))
     try:
         planned = cfg.replace(epochs=epochs, **parts)
     except ConfigError as e:

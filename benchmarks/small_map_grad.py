@@ -1,0 +1,86 @@
+"""A convolution's weight gradient: oneDNN's against convkit's gathered matmul, map by map.
+
+    python benchmarks/small_map_grad.py [--batch 2000]
+
+For each 3x3 convolution of `cifar10-fast` at its shape in a 32 x 32 and in a 26 x 26 step
+(bf16 and channels_last where the CPU has native bf16, as `convkit train` picks), the
+milliseconds of: PyTorch's input and weight gradients in one call (what autograd runs for an
+nn.Conv2d), its input gradient alone, its weight gradient alone, and `smallmap.weight_grad`.
+`SmallMapConv2d` takes the input gradient alone plus the gathered weight gradient on maps of
+at most `SMALL_MAP` positions. Best of 3 after one untimed call, with convkit's malloc setting;
+nothing else should run meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench import machine, machine_line, matmul_peak  # noqa: E402
+
+from convkit.models.smallmap import SMALL_MAP, weight_grad  # noqa: E402
+from convkit.train.engine import cpu_has_native_bf16, keep_freed_memory  # noqa: E402
+
+# (input channels, output channels, map side) of cifar10-fast's 3x3 convolutions
+SHAPES = {
+    32: [(24, 64, 31), (64, 64, 15), (64, 256, 15), (256, 256, 7), (256, 256, 7), (256, 256, 3)],
+    26: [(24, 64, 25), (64, 64, 12), (64, 256, 12), (256, 256, 6), (256, 256, 6), (256, 256, 3)],
+}
+
+
+def best_ms(fn, repeats: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return 1e3 * best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=2000, help="images a step (the recipe's)")
+    args = parser.parse_args(argv)
+    keep_freed_memory()
+    torch.manual_seed(0)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(machine_line(machine(), peaks), flush=True)
+    dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    cl = torch.channels_last
+    print(f"\nbatch {args.batch}, {dtype}; milliseconds; * = SmallMapConv2d's way (<= {SMALL_MAP})")
+    print(f"{'step':>5} {'conv':>16} {'map':>5} {'both':>7} {'input':>7} {'weight':>7} "
+          f"{'gathered':>9} {'saved':>7}")  # fmt: skip
+    for side, shapes in SHAPES.items():
+        saved = 0.0
+        for cin, cout, h in shapes:
+            x = torch.randn(args.batch, cin, h, h, dtype=dtype).contiguous(memory_format=cl)
+            w = torch.randn(cout, cin, 3, 3, dtype=dtype).contiguous(memory_format=cl)
+            g = torch.randn(args.batch, cout, h, h, dtype=dtype).contiguous(memory_format=cl)
+
+            def native(mask, g=g, x=x, w=w):
+                return lambda: torch.ops.aten.convolution_backward(
+                    g, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
+                )
+
+            both = best_ms(native([True, True, False]))
+            only_input = best_ms(native([True, False, False]))
+            only_weight = best_ms(native([False, True, False]))
+            gathered = best_ms(lambda g=g, x=x: weight_grad(g, x, 3, 1))
+            taken = h * h <= SMALL_MAP
+            gain = both - (only_input + gathered) if taken else 0.0
+            saved += gain
+            print(f"{side:>5} {f'{cin}->{cout}':>16} {f'{h}x{h}':>5} {both:7.1f} {only_input:7.1f} "
+                  f"{only_weight:7.1f} {gathered:8.1f}{'*' if taken else ' '} {gain:7.1f}",
+                  flush=True)  # fmt: skip
+        print(f"{side:>5} saved a step by SmallMapConv2d: {saved:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

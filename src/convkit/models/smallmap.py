@@ -1,16 +1,20 @@
-"""A 3x3 convolution whose weight gradient is one matmul when its feature map is small.
+"""A convolution whose weight gradient is one matmul when its feature map is small.
 
 On the CPU, oneDNN computes a convolution's weight gradient far below the rate of its forward
 pass when the map is small: for cifar10-fast's last layer (256 -> 256 channels on 3 x 3 maps,
-batch 2,000, bf16) 105-112 ms at 0.2 TFLOP/s against 14 ms for the forward pass, the slowest
-convolution of a step (benchmarks/RESULTS.md, "Where a step goes with AMX"). Gathering the
-image patches into one (images x positions, 9 x channels) matrix and multiplying the output
-gradients by it takes 32 ms for that layer, and 134 against 168 ms for 6 x 6 maps; at 7 x 7
-and larger, gathering the patches costs more than it saves (`benchmarks/small_map_grad.py`).
+batch 2,000, bf16) 105 ms at 0.2 TFLOP/s against 14 ms for the forward pass, the slowest
+convolution of a step. Gathering the image patches into one (images x positions, 9 x channels)
+matrix and multiplying the output gradients by it takes 34 ms for that layer, with the same
+rounding error as PyTorch's own (bf16: 1.7e-3 of the gradient, as rounding the exact one).
+On 6 x 6 maps it saved only 16-19 ms of 163, and only with the batch gathered in chunks, whose
+bf16 partial sums raised the error to 2.4e-3; at 7 x 7 and larger, gathering the patches costs
+more than it saves (`benchmarks/small_map_grad.py`, benchmarks/RESULTS.md, 2026-12-07).
 
 `SmallMapConv2d` is an `nn.Conv2d` (same parameters, state-dict keys and forward pass); only
-its training step on the CPU, for maps of at most `SMALL_MAP` positions, takes this way to the
-weight gradient. Everywhere else (GPU, evaluation, export, larger maps) it is PyTorch's.
+its training step (train mode, gradients on, the weight trainable) on the CPU, for maps of at
+most `SMALL_MAP` positions, takes this way to the weight gradient. Everywhere else (GPU,
+evaluation and Grad-CAM in eval mode, export, larger maps) it is PyTorch's own convolution.
+Double backward and TorchScript are not supported on the gathered way.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SMALL_MAP = 36  # output positions (6 x 6) up to which the gathered matmul beat oneDNN here
-GATHER_BYTES = 128 << 20  # images per matmul so that their gathered patches stay this small
+SMALL_MAP = 9  # output positions (3 x 3) up to which the gathered matmul clearly beat oneDNN
+GATHER_BYTES = 256 << 20  # bytes of gathered patches per matmul (batches above it go in chunks)
 
 
 def weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: int, padding: int) -> torch.Tensor:
@@ -71,22 +75,37 @@ class _GatheredWeightGrad(torch.autograd.Function):
 
 
 class SmallMapConv2d(nn.Conv2d):
-    """nn.Conv2d (square kernel, stride 1, symmetric padding, no groups, no bias) whose CPU
-    training step takes the gathered-matmul weight gradient on maps of <= SMALL_MAP positions."""
+    """nn.Conv2d (square kernel, stride 1, the same padding on every side, no groups, no bias)
+    whose CPU training step takes the gathered-matmul weight gradient on maps of <= SMALL_MAP
+    positions."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int):
+        for name, value, least in (("kernel_size", kernel_size, 1), ("padding", padding, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"expected {name} as an int >= {least}, received {value!r}")
         super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=False)
 
-    def _gathered(self, x: torch.Tensor) -> bool:
-        if not (torch.is_grad_enabled() and self.weight.requires_grad) or x.device.type != "cpu":
-            return False
-        if x.dim() != 4 or torch.jit.is_tracing() or torch.jit.is_scripting():
-            return False
+    def _dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The dtype the gathered way computes in, or None where PyTorch's convolution runs."""
+        if not (self.training and torch.is_grad_enabled() and self.weight.requires_grad):
+            return None
+        if x.device.type != "cpu" or x.dim() != 4 or x.shape[0] == 0:
+            return None
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting():
+            return None
         p, k = self.padding[0], self.kernel_size[0]
-        return (x.shape[-2] + 2 * p - k + 1) * (x.shape[-1] + 2 * p - k + 1) <= SMALL_MAP
+        if (x.shape[-2] + 2 * p - k + 1) * (x.shape[-1] + 2 * p - k + 1) > SMALL_MAP:
+            return None
+        dtype = x.dtype  # autocast's rule: float32 computes in its dtype, others as they are
+        if torch.is_autocast_enabled("cpu") and dtype == torch.float32:
+            dtype = torch.get_autocast_dtype("cpu")
+        weight = self.weight.dtype
+        if torch.is_autocast_enabled("cpu") and weight == torch.float32:
+            weight = torch.get_autocast_dtype("cpu")
+        return dtype if weight == dtype else None  # a mismatch: let F.conv2d say so
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._gathered(x):
+        dtype = self._dtype(x)
+        if dtype is None:
             return super().forward(x)
-        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
         return _GatheredWeightGrad.apply(x.to(dtype), self.weight.to(dtype), self.padding[0])

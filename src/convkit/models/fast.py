@@ -16,7 +16,6 @@ from torch import nn
 
 from convkit.models.layers import flat_features
 from convkit.models.registry import register
-from convkit.models.smallmap import SmallMapConv2d
 
 
 def fast_cnn(
@@ -103,7 +102,7 @@ class Scale(nn.Module):
 
 
 def _identity_conv(cin: int, cout: int) -> nn.Conv2d:
-    conv = SmallMapConv2d(cin, cout, 3, padding=1)  # an nn.Conv2d, faster to train on small maps
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
     with torch.no_grad():  # the first cin filters copy their input: each block starts near identity
         nn.init.dirac_(conv.weight[: min(cin, cout)])
     return conv

@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(machine(), peaks), flush=True)
     dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     cl = torch.channels_last
-    print(f"\nbatch {args.batch}, {dtype}; milliseconds; * = taken the gathered way (maps <= {SMALL_MAP} positions)")
+    print(
+        f"\nbatch {args.batch}, {dtype}; milliseconds; * = taken the gathered way (maps <= {SMALL_MAP} positions)"
+    )
     print(f"{'step':>5} {'conv':>16} {'map':>5} {'both':>7} {'input':>7} {'weight':>7} "
           f"{'gathered':>9} {'saved':>7}")  # fmt: skip
     for side, shapes in SHAPES.items():

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench import machine, machine_line, matmul_peak  # noqa: E402
+from cifar10_fast_step import timed  # noqa: E402
 
 from convkit.train.engine import cpu_has_native_bf16, keep_freed_memory  # noqa: E402
 
@@ -65,14 +65,8 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: int, padding: int) 
     return total.view(co, kernel, kernel, c).permute(0, 3, 1, 2).to(x.dtype)
 
 
-def best_ms(fn, repeats: int = 3) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1e3 * best
+def best_ms(fn) -> float:
+    return 1e3 * timed(fn)
 
 
 def main(argv: list[str] | None = None) -> int:

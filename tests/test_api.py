@@ -312,6 +312,8 @@ def test_a_run_evaluates_and_shows_itself(mnist_run, real_data):
         == cli("evaluate", str(run.path), "--data-dir", str(real_data)).stdout
     )
     assert repr(evaluation).splitlines()[1].startswith("Test accuracy: ")
+    assert evaluation["tta"] == "none" and run.evaluate(tta="flip")["tta"] == "flip"
+    assert "unknown tta 'sideways'" in raised(run.evaluate, tta="sideways")
     assert "test accuracy" in evaluation._repr_html_()
     assert repr(run).startswith(f"Run({str(run.path)!r}): mnist-fast on mnist, 1 epoch, ")
     model = run.model

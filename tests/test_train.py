@@ -89,6 +89,24 @@ def test_train_json_run_folder_and_evaluate(capsys, tmp_path, real_data):
     code, _, out, _ = run_cli(capsys, "evaluate", str(out_dir), "--data-dir", str(real_data))
     assert f"Test accuracy: {100 * result['test_accuracy']:.4f}%" in out
 
+    # the same weights measured with other views; the run folder keeps its own setting
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    code, flip, _, _ = run_cli(
+        capsys, "evaluate", str(out_dir), "--tta", "flip", "--data-dir", str(real_data), "--json"
+    )
+    assert code == 0 and ev["tta"] == "none" and flip["tta"] == "flip"
+    assert flip["test_loss"] != pytest.approx(ev["test_loss"], rel=1e-3)  # mirrored digits count
+    assert 0.5 < flip["test_accuracy"] <= 1
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    code, _, out, _ = run_cli(
+        capsys, "evaluate", str(out_dir), "--tta", "flip", "--data-dir", str(real_data)
+    )
+    assert "test set (flip test-time augmentation)" in out
+    assert f"Test accuracy: {100 * flip['test_accuracy']:.4f}%" in out
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", str(out_dir), "--tta", "sideways"])
+    assert exited.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "schedule",

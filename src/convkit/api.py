@@ -828,9 +828,14 @@ def compare(runs: Sequence[str | Path | Run]) -> Table:
 class Evaluation(Report):
     """`run.evaluate()`: what `convkit evaluate --json` prints, shown as `convkit evaluate`."""
 
+    def _views(self) -> str:
+        tta = self.get("tta", "none")
+        return "" if tta == "none" else f" ({tta} test-time augmentation)"
+
     def lines(self) -> list[str]:
         return [
-            f"{self['model']} on {self['dataset']} test set: loss {self['test_loss']:.4f}",
+            f"{self['model']} on {self['dataset']} test set{self._views()}: loss "
+            f"{self['test_loss']:.4f}",
             f"Test accuracy: {100 * self['test_accuracy']:.4f}%",
         ]
 
@@ -838,6 +843,7 @@ class Evaluation(Report):
         rows = [
             ["model", self["model"]],
             ["dataset", self["dataset"]],
+            ["test-time augmentation", self.get("tta", "none")],
             ["test loss", f"{self['test_loss']:.4f}"],
             ["test accuracy", f"{100 * self['test_accuracy']:.4f}%"],
             ["weights of epoch", str(self.get("checkpoint_epoch"))],
@@ -1051,14 +1057,20 @@ class Run:
 
     # ---- what it does --------------------------------------------------------------------------
 
-    def evaluate(self, *, data: Any = None) -> Evaluation:
+    def evaluate(self, *, data: Any = None, tta: str | None = None) -> Evaluation:
         """Rebuild the kept model and measure it on the test set (`convkit evaluate`); `data`
-        as for `ck.train` (by default the run's own dataset)."""
+        as for `ck.train` (by default the run's own dataset), `tta` one of "none", "flip",
+        "flip-translate", "selective" (by default the run's own)."""
         from convkit.train.runner import evaluate_run
 
         dataset = self._dataset(data, "evaluate")
         result = evaluate_run(
-            self.path, data=dataset, data_dir=self.data_dir, download=self.download, log=print
+            self.path,
+            data=dataset,
+            data_dir=self.data_dir,
+            download=self.download,
+            tta=tta,
+            log=print,
         )
         return Evaluation(result)
 

@@ -353,7 +353,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     keep_freed_memory()
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     result = evaluate_run(
-        args.run, data_dir=args.data_dir, download=not args.no_download, started=_STARTED, log=log
+        args.run,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+        started=_STARTED,
+        tta=args.tta,
+        log=log,
     )
     if args.json:
         _emit_json(result)
@@ -885,6 +890,12 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="rebuild a run's model and measure it on the test set")
     p.add_argument("run", help="run folder")
+    p.add_argument(
+        "--tta",
+        choices=_choices("tta"),
+        help="test-time augmentation for this measurement (default: the run's own); the run "
+        "folder is left as it is",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-download", action="store_true")
     data_dir_flag(p)

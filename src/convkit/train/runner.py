@@ -32,7 +32,7 @@ from convkit.models.permute import (
     permutation_digest,
     permute_pixels,
 )
-from convkit.models.tta import with_tta
+from convkit.models.tta import TTA_MODES, with_tta
 from convkit.runs import Run, load_data, new_run_dir
 from convkit.train import warmstart
 from convkit.train.config import TrainConfig, epoch_parts
@@ -768,13 +768,19 @@ def evaluate_run(
     data_dir: str | Path | None = None,
     download: bool = True,
     started: float | None = None,
+    tta: str | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Rebuild the model of a run folder from its kept weights and measure it on the test set."""
+    """Rebuild the model of a run folder from its kept weights and measure it on the test set,
+    with the run's own test-time augmentation unless `tta` names another (same weights, other
+    views: nothing in the folder changes)."""
     started = time.perf_counter() if started is None else started
     run = Run(run_dir)
     kept = run.kept_model()
     cfg = kept.cfg
+    tta = cfg.tta if tta is None else tta
+    if tta not in TTA_MODES:
+        raise ConfigError(f"unknown tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
     if isinstance(data, Dataset):
         dataset = data
     elif data is not None:
@@ -789,7 +795,7 @@ def evaluate_run(
         test_split.to(engine.device), eval_batch(cfg, test_split), memory_format=engine.memory_format,
         **kept.normalization,
     )  # fmt: skip
-    test = _evaluate(engine, with_tta(model, cfg.tta), batches, loss_fn)
+    test = _evaluate(engine, with_tta(model, tta), batches, loss_fn)
     history = run.history()
     return {
         "test_accuracy": test["accuracy"],
@@ -802,6 +808,7 @@ def evaluate_run(
         "run_dir": str(run.root),
         "model": cfg.model,
         "dataset": cfg.dataset,
+        "tta": tta,
         "engine": engine.describe(),
     }
 

@@ -294,22 +294,6 @@ def _prepare(
         model.fit_whitening(sample)
     whiten_bias = model.whiten.bias if hasattr(model, "fit_whitening") else None
     model, step_model = engine.prepare(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
-    optimizer = build_optimizer(cfg, trainable, engine.device, whiten_bias)
-    augment = None
-    if cfg.augment == "crop-flip":
-        augment = CropFlip(pad=4, generator=generators["augment"])
-    elif cfg.augment == "translate":
-        pad = translate_pad(tuple(train_split.images.shape))
-        augment = CropFlip(pad=pad, generator=generators["augment"], flip=False)
-    elif cfg.augment == "flip-translate":
-        augment = FlipTranslate(len(train_split), 2, generators["augment"], seed=cfg.seed + 2)
-    elif cfg.augment == "resized-crop-flip":
-        augment = ResizedCropFlip(generators["augment"])
-    if cfg.low_res:
-        augment = LowResolutionStart(
-            augment, cfg.low_res, cfg.low_res_epochs, generators["augment"]
-        )
     layout = {"memory_format": engine.memory_format, **norm}
     dev = engine.device
     # The memory left is shared by the processes torchrun started on this machine. Every
@@ -330,7 +314,7 @@ def _prepare(
             )
         train_batches = Batches(
             train_split if window else train_split.to(dev), batch, shuffle=True,
-            generator=generators["shuffle"], augment=augment, shard=shard,
+            generator=generators["shuffle"], shard=shard,
             window=window, device=dev, **layout,
         )  # fmt: skip
     except ValueError as exc:
@@ -345,11 +329,10 @@ def _prepare(
         )
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
         cfg = plan_epochs(cfg, n_train, len(train_batches), progress)
-        if isinstance(augment, LowResolutionStart):  # built for the recipe's epochs
-            augment.epochs = cfg.low_res_epochs
-        for group in optimizer.param_groups:
-            if group.get("train_epochs"):
-                group["train_epochs"] = cfg.whiten_bias_epochs
+    # built for the length just planned: its low-resolution and whitening-bias epochs
+    train_batches.augment = augmentation(cfg, train_split, generators["augment"])
+    trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
+    optimizer = build_optimizer(cfg, trainable, engine.device, whiten_bias)
     val_batches = Batches(mine(val_split).to(dev), eval_batch(cfg, val_split), **layout)
     counts = None
     if dataset.local:
@@ -376,6 +359,23 @@ def _prepare(
         generators=generators, norm=norm, train_batches=train_batches, val_batches=val_batches,
         n_train=n_train, n_val=n_val, progress=progress, started=started,
     )  # fmt: skip
+
+
+def augmentation(cfg: TrainConfig, train_split: Split, generator: torch.Generator):
+    """The training augmentation cfg names (None for none), drawing from `generator`."""
+    augment = None
+    if cfg.augment == "crop-flip":
+        augment = CropFlip(pad=4, generator=generator)
+    elif cfg.augment == "translate":
+        pad = translate_pad(tuple(train_split.images.shape))
+        augment = CropFlip(pad=pad, generator=generator, flip=False)
+    elif cfg.augment == "flip-translate":
+        augment = FlipTranslate(len(train_split), 2, generator, seed=cfg.seed + 2)
+    elif cfg.augment == "resized-crop-flip":
+        augment = ResizedCropFlip(generator)
+    if cfg.low_res:
+        augment = LowResolutionStart(augment, cfg.low_res, cfg.low_res_epochs, generator)
+    return augment
 
 
 BLOCK_BYTES = 1 << 20  # a block of rows read in one run: 1 MiB, 85 64x64 colour images

@@ -312,7 +312,9 @@ def test_a_run_evaluates_and_shows_itself(mnist_run, real_data):
         == cli("evaluate", str(run.path), "--data-dir", str(real_data)).stdout
     )
     assert repr(evaluation).splitlines()[1].startswith("Test accuracy: ")
-    assert evaluation["tta"] == "none" and run.evaluate(tta="flip")["tta"] == "flip"
+    flipped = run.evaluate(tta="flip")  # digits and their mirrors: another loss
+    assert evaluation["tta"] == "none" and flipped["tta"] == "flip"
+    assert flipped["test_loss"] != pytest.approx(evaluation["test_loss"], rel=1e-3)
     assert "unknown tta 'sideways'" in raised(run.evaluate, tta="sideways")
     assert "test accuracy" in evaluation._repr_html_()
     assert repr(run).startswith(f"Run({str(run.path)!r}): mnist-fast on mnist, 1 epoch, ")

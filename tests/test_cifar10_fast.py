@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_dataset
 
-from convkit.api import rescaled_recipe
+from convkit.api import Evaluation, rescaled_recipe
 from convkit.data import Batches, Split
 from convkit.data.arrays import channel_stats, to_float
 from convkit.data.augment import FlipTranslate, LowResolutionStart
@@ -22,6 +22,7 @@ from convkit.runs import Run
 from convkit.train import TrainConfig, resume, train
 from convkit.train.optim import Muon, build_optimizer, build_schedule, newton_schulz
 from convkit.train.recipes import RECIPES
+from convkit.train.runner import evaluate_run
 from convkit.use.export import export_onnx
 from convkit.use.onnx_model import OnnxClassifier
 from convkit.use.predict import open_predictor
@@ -360,6 +361,15 @@ def test_the_recipe_trains_whitened_muon_tta_on_tiny_data_and_tests_with_tta(tmp
     report = export_onnx(tmp_path / "run", check_images=images, log=lambda line: None)
     exported = OnnxClassifier(report.path).probabilities(images.numpy())
     assert report.passed and np.abs(exported - expected).max() < 1e-4
+    # evaluate tests with the run's own views unless told otherwise, the folder unchanged
+    data, log = tiny_dataset(), lambda line: None
+    own = evaluate_run(tmp_path / "run", data=data, log=log)
+    assert own["tta"] == "flip-translate" and own["test_loss"] == pytest.approx(result["test_loss"])
+    plain = evaluate_run(tmp_path / "run", data=data, tta="none", log=log)
+    assert plain["tta"] == "none" and plain["test_loss"] != pytest.approx(own["test_loss"])
+    assert Run(tmp_path / "run").config().tta == "flip-translate"
+    assert "test set (test-time augmentation: flip-translate): loss" in repr(Evaluation(own))
+    assert "test set: loss" in repr(Evaluation(plain))
 
 
 def test_a_planned_length_keeps_the_recipes_low_resolution_and_whitening_bias_shares(

@@ -101,7 +101,7 @@ def test_train_json_run_folder_and_evaluate(capsys, tmp_path, real_data):
     code, _, out, _ = run_cli(
         capsys, "evaluate", str(out_dir), "--tta", "flip", "--data-dir", str(real_data)
     )
-    assert "test set (flip test-time augmentation)" in out
+    assert "test set (test-time augmentation: flip)" in out
     assert f"Test accuracy: {100 * flip['test_accuracy']:.4f}%" in out
     with pytest.raises(SystemExit) as exited:
         main(["evaluate", str(out_dir), "--tta", "sideways"])

@@ -830,7 +830,7 @@ class Evaluation(Report):
 
     def _views(self) -> str:
         tta = self.get("tta", "none")
-        return "" if tta == "none" else f" ({tta} test-time augmentation)"
+        return "" if tta == "none" else f" (test-time augmentation: {tta})"
 
     def lines(self) -> list[str]:
         return [
@@ -1217,7 +1217,8 @@ class Run:
     def resume(self, epochs: int | None = None, *, quiet: bool = False, **settings: Any) -> Run:
         """Continue the run (`convkit train --resume`): more `epochs`, or another of the settings
         a resume may change (patience, eval_batch_size, tta, device, precision, channels_last,
-        compile, threads); anything else is refused, naming it. Returns this run."""
+        compile, threads; another tta is kept in the run's settings, where `evaluate(tta=...)`
+        only measures with it); anything else is refused, naming it. Returns this run."""
         from convkit.train.progress import progress_for
         from convkit.train.runner import resume
 

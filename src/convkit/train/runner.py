@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -330,7 +331,7 @@ def _prepare(
     if cfg.plan_steps and fresh:  # a resumed run keeps the epochs it planned
         cfg = plan_epochs(cfg, n_train, len(train_batches), progress)
     # built for the length just planned: its low-resolution and whitening-bias epochs
-    train_batches.augment = augmentation(cfg, train_split, generators["augment"])
+    train_batches.augment = build_augmentation(cfg, train_split, generators["augment"])
     trainable = [p for p in model.parameters() if p.requires_grad]  # all but what --freeze holds
     optimizer = build_optimizer(cfg, trainable, engine.device, whiten_bias)
     val_batches = Batches(mine(val_split).to(dev), eval_batch(cfg, val_split), **layout)
@@ -361,7 +362,9 @@ def _prepare(
     )  # fmt: skip
 
 
-def augmentation(cfg: TrainConfig, train_split: Split, generator: torch.Generator):
+def build_augmentation(
+    cfg: TrainConfig, train_split: Split, generator: torch.Generator
+) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None:
     """The training augmentation cfg names (None for none), drawing from `generator`."""
     augment = None
     if cfg.augment == "crop-flip":
@@ -775,12 +778,12 @@ def evaluate_run(
     with the run's own test-time augmentation unless `tta` names another (same weights, other
     views: nothing in the folder changes)."""
     started = time.perf_counter() if started is None else started
+    if tta is not None and tta not in TTA_MODES:
+        raise ConfigError(f"unknown tta {tta!r}; expected one of {', '.join(TTA_MODES)}")
     run = Run(run_dir)
     kept = run.kept_model()
     cfg = kept.cfg
     tta = cfg.tta if tta is None else tta
-    if tta not in TTA_MODES:
-        raise ConfigError(f"unknown tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
     if isinstance(data, Dataset):
         dataset = data
     elif data is not None:
